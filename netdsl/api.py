@@ -1,0 +1,122 @@
+"""The Python API: `netdsl.load(path_or_text)` parses, elaborates and checks a spec."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from .diagnostics import Diagnostic
+from .elaborate import elaborate
+from .ir import Graph
+from .passes import count_costs, infer_shapes, place_towers
+from .report import Report
+from .source import Source, SourceError, Span, decode_spec, read_spec
+from .syntax import parse
+
+
+class NetdslError(Exception):
+    """A spec with errors was asked to do something only a correct spec can."""
+
+    def __init__(self, net: "Net"):
+        self.net = net
+        super().__init__(net.render_diagnostics())
+
+
+@dataclass
+class Net:
+    source: Source
+    graph: Graph | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return self.graph is not None and not self.errors
+
+    def raise_for_errors(self) -> "Net":
+        if not self.ok:
+            raise NetdslError(self)
+        return self
+
+    @cached_property
+    def report(self) -> Report:
+        self.raise_for_errors()
+        return Report.build(self.graph)
+
+    def render_diagnostics(self) -> str:
+        return "\n\n".join(d.render(self.source) for d in self.diagnostics)
+
+    def summary(self) -> str:
+        return self.report.to_text()
+
+    def __repr__(self) -> str:
+        if not self.ok:
+            return f"<netdsl.Net {self.source.name}: {len(self.errors)} error(s)>"
+        return (f"<netdsl.Net {self.graph.name}: {len(self.graph)} layers, "
+                f"{self.report.total_params:,} params, {self.report.total_macs:,} MACs>")
+
+
+def load(spec: str | os.PathLike, name: str | None = None) -> Net:
+    """Load a spec from a path or from its text. Spec errors are in `net.diagnostics`, not raised.
+
+    A str counts as a path when it names an existing file or ends in `.net` with no newline;
+    otherwise it is the spec's text.
+    """
+    if isinstance(spec, os.PathLike) or _looks_like_path(spec):
+        try:
+            source = read_spec(spec)
+        except SourceError as err:
+            return _unreadable(err)
+    else:
+        source = Source(spec.removeprefix("\ufeff"), name or "<spec>")
+    return check(source)
+
+
+def loads(text: str | bytes, name: str = "<spec>") -> Net:
+    if isinstance(text, bytes):
+        try:
+            return check(decode_spec(text, name))
+        except SourceError as err:
+            return _unreadable(err)
+    return check(Source(text, name))
+
+
+def check(source: Source) -> Net:
+    try:
+        return _check(source)
+    except RecursionError:
+        return Net(source, None, [Diagnostic("error", "the spec nests too deeply to analyse",
+                                             Span(1, 1, 1, 1), code="too-deep",
+                                             notes=["split deeply nested expressions or blocks"])])
+
+
+def _check(source: Source) -> Net:
+    module, syntax_errors = parse(source)
+    if module is None:
+        return Net(source, None, syntax_errors)
+    graph, diagnostics = elaborate(module, source.name)
+    if not any(d.severity == "error" for d in diagnostics) or graph.nodes:
+        diagnostics += place_towers(graph)
+        diagnostics += infer_shapes(graph)
+        diagnostics += count_costs(graph)
+    diagnostics.sort(key=lambda d: (d.span.line if d.span else 0, d.span.column if d.span else 0))
+    return Net(source, graph, diagnostics)
+
+
+def _looks_like_path(spec: str) -> bool:
+    if "\n" in spec or len(spec) > 4096:
+        return False
+    return spec.endswith(".net") or Path(spec).exists()
+
+
+def _unreadable(err: SourceError) -> Net:
+    span = Span(err.line, err.column or 1, err.line, (err.column or 1) + 1) if err.line else None
+    return Net(Source("", err.name), None, [Diagnostic("error", err.message, span, code="unreadable")])

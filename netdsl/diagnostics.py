@@ -1,0 +1,62 @@
+"""Diagnostics: errors and warnings that point at the spec, rendered like a compiler's."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Literal
+
+from .source import Source, Span
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass
+class Diagnostic:
+    severity: Severity
+    message: str
+    span: Span | None = None
+    layer: str | None = None
+    notes: list[str] = field(default_factory=list)
+    code: str = "spec"
+
+    def render(self, source: Source | None) -> str:
+        name = source.name if source else "<spec>"
+        where = f"{name}:{self.span.line}:{self.span.column}" if self.span else name
+        layer = f"{self.layer}: " if self.layer and not self.message.startswith(f"{self.layer}:") else ""
+        lines = [f"{where}: {self.severity}: {layer}{self.message}"]
+        if self.span and source:
+            text = source.line(self.span.line)
+            if text:
+                gutter = f"{self.span.line:>5} | "
+                width = 1
+                if self.span.end_line == self.span.line:
+                    width = max(1, self.span.end_column - self.span.column)
+                lines.append(gutter + text.replace("\t", " "))
+                lines.append(" " * (len(gutter) - 2) + "| " + " " * (self.span.column - 1) + "^" * width)
+        lines += [f"      = {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"severity": self.severity, "code": self.code, "message": self.message,
+                "layer": self.layer, "span": self.span.to_dict() if self.span else None,
+                "notes": list(self.notes)}
+
+
+class SpecError(Exception):
+    """Raised inside a pass for one problem; the pass turns it into a Diagnostic."""
+
+    def __init__(self, message: str, span: Span | None = None, notes: Iterable[str] = (),
+                 code: str = "spec", layer: str | None = None):
+        super().__init__(message)
+        self.message, self.span, self.notes, self.code, self.layer = message, span, list(notes), code, layer
+
+    def diagnostic(self, layer: str | None = None, span: Span | None = None) -> Diagnostic:
+        return Diagnostic("error", self.message, self.span or span, self.layer or layer, self.notes, self.code)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> list[str]:
+    """A 'did you mean' note, or nothing when no candidate is close."""
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=3, cutoff=0.6)
+    if not close:
+        return []
+    return ["did you mean " + " or ".join(f"'{c}'" for c in close) + "?"]

@@ -1,0 +1,462 @@
+"""Elaboration: the AST becomes the IR.
+
+Evaluates constants, expands blocks and repeats, applies defaults, binds and checks every
+parameter against its layer kind's schema, and resolves which layer feeds which. Problems become
+diagnostics; a layer with a bad parameter is still created (marked invalid) so that later layers
+that read it do not report errors of their own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import layers
+from .diagnostics import Diagnostic, SpecError, did_you_mean
+from .ir import Graph, Node, Towers
+from .source import Span
+from .syntax import (Arg, BlockDef, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, Module, NetDecl,
+                     RepeatStmt, ShapeExpr, Stmt, TowersBlock, TrainBlock)
+from .values import IntType, describe, evaluate
+
+MAX_BLOCK_DEPTH = 32
+MAX_REPEAT = 100_000
+BLOCK_INPUT = "in"
+
+
+@dataclass
+class Scope:
+    env: dict[str, Any]
+    prefix: str = ""
+    suffix: str = ""
+    parent: "Scope | None" = None
+    names: dict[str, str] = field(default_factory=dict)  # local name -> full layer name
+    block_input: str | None = None
+    path: tuple[str, ...] = ()
+    towers: str | None = None
+
+    def child(self, **changes) -> "Scope":
+        base = dict(env=dict(self.env), prefix=self.prefix, suffix=self.suffix, parent=self,
+                    block_input=self.block_input, path=self.path, towers=self.towers)
+        base.update(changes)
+        return Scope(**base)
+
+    def resolve(self, name: str) -> str | None:
+        scope: Scope | None = self
+        while scope is not None:
+            if name in scope.names:
+                return scope.names[name]
+            scope = scope.parent
+        return None
+
+    def visible(self) -> set[str]:
+        out: set[str] = set()
+        scope: Scope | None = self
+        while scope is not None:
+            out.update(scope.names)
+            scope = scope.parent
+        return out
+
+
+@dataclass
+class _Default:
+    kind: str | None
+    key: str
+    value: Any
+    span: Span
+
+
+class Elaborator:
+    def __init__(self, module: Module, source_name: str):
+        self.module = module
+        self.graph = Graph("net", source=source_name)
+        self.diagnostics: list[Diagnostic] = []
+        self.blocks: dict[str, BlockDef] = {}
+        self.defaults: list[_Default] = []
+        self.current: str | None = None  # the layer the next one chains to
+        self.defined_at: dict[str, Span | None] = {}
+        self.tower_count = 0
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> Graph:
+        top = Scope(env={})
+        layer_level: list[Stmt] = []
+        for stmt in self.module.statements:
+            self._guard(self._declaration, stmt, top, layer_level)
+        for stmt in layer_level:
+            self._guard(self._statement, stmt, top)
+        if not self.graph.inputs() and not self.errors:
+            self.error(SpecError("the spec declares no input",
+                                 notes=["start with a typed input such as `input data: 3x224x224`"],
+                                 code="no-input"))
+        return self.graph
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    def error(self, err: SpecError, span: Span | None = None, layer: str | None = None) -> None:
+        self.diagnostics.append(err.diagnostic(layer, span))
+
+    def _guard(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except SpecError as err:
+            self.error(err)
+
+    # ---------------------------------------------------------- declarations
+    def _declaration(self, stmt: Stmt, scope: Scope, layer_level: list[Stmt]) -> None:
+        if isinstance(stmt, NetDecl):
+            self.graph.name, self.graph.title = stmt.name, stmt.title
+        elif isinstance(stmt, ConstDecl):
+            self._const(stmt, scope)
+        elif isinstance(stmt, DefaultsBlock):
+            for setting in stmt.settings:
+                self._guard(self._default, setting, scope)
+        elif isinstance(stmt, TrainBlock):
+            for s in stmt.settings:
+                self._guard(self._train_setting, s, scope)
+        elif isinstance(stmt, BlockDef):
+            if stmt.name in self.blocks:
+                raise SpecError(f"block '{stmt.name}' is defined twice", stmt.span, code="duplicate")
+            if layers.lookup(stmt.name):
+                raise SpecError(f"block '{stmt.name}' has the name of a built-in layer kind", stmt.span,
+                                code="duplicate")
+            self.blocks[stmt.name] = stmt
+        else:
+            layer_level.append(stmt)
+
+    def _const(self, stmt: ConstDecl, scope: Scope) -> None:
+        if stmt.name in scope.env:
+            raise SpecError(f"constant '{stmt.name}' is defined twice", stmt.span, code="duplicate")
+        scope.env[stmt.name] = self._eval(stmt.value, scope)
+
+    def _train_setting(self, setting, scope: Scope) -> None:
+        value = self._eval(setting.value, scope)
+        self.graph.training[setting.key] = _plain(value)
+
+    def _default(self, setting, scope: Scope) -> None:
+        kind_name, _, key = setting.key.rpartition(".")
+        all_kinds = layers.kinds()
+        if kind_name and kind_name not in all_kinds:
+            raise SpecError(f"defaults: unknown layer kind '{kind_name}'", setting.span,
+                            did_you_mean(kind_name, all_kinds), code="unknown-kind")
+        targets = [all_kinds[kind_name]] if kind_name else list(all_kinds.values())
+        having = [k for k in targets if key in k.schema.by_name()]
+        if not having:
+            names = {p.name for k in targets for p in k.schema.params}
+            where = f"{kind_name} has" if kind_name else "no layer kind has"
+            raise SpecError(f"defaults: {where} no parameter '{key}'", setting.span,
+                            did_you_mean(key, names), code="unknown-key")
+        value = self._eval(setting.value, scope)
+        for kind in having:  # check the value once, here, not at every layer
+            try:
+                kind.schema.by_name()[key].type.convert(value)
+            except SpecError as err:
+                raise SpecError(f"defaults: {setting.key}: {err.message}", setting.span, err.notes,
+                                code="bad-value") from None
+        self.defaults.append(_Default(kind_name or None, key, value, setting.span))
+
+    # -------------------------------------------------------------- statements
+    def _statement(self, stmt: Stmt, scope: Scope) -> None:
+        if isinstance(stmt, InputDecl):
+            self._input(stmt, scope)
+        elif isinstance(stmt, LayerStmt):
+            self._layer_or_block(stmt, scope)
+        elif isinstance(stmt, RepeatStmt):
+            self._repeat(stmt, scope)
+        elif isinstance(stmt, TowersBlock):
+            self._towers(stmt, scope)
+        elif isinstance(stmt, ConstDecl):
+            self._const(stmt, scope)
+        else:  # a declaration where only layers may stand (the grammar keeps these at top level)
+            raise SpecError(f"{type(stmt).__name__} is not allowed here", getattr(stmt, "span", None))
+
+    def _body(self, body: list[Stmt], scope: Scope) -> None:
+        for stmt in body:
+            self._guard(self._statement, stmt, scope)
+
+    def _input(self, stmt: InputDecl, scope: Scope) -> None:
+        shape = self._shape(stmt.shape, scope)
+        name = self._define(stmt.name, scope, stmt.span)
+        self.graph.add(Node(name, "input", {"shape": list(shape)}, [], stmt.span))
+        self.current = name
+
+    def _repeat(self, stmt: RepeatStmt, scope: Scope) -> None:
+        count = self._int(stmt.count, scope, "repeat count", minimum=0)
+        if count > MAX_REPEAT:
+            raise SpecError(f"repeat {count} is more than {MAX_REPEAT:,}", stmt.span, code="too-large")
+        for i in range(1, count + 1):
+            inner = scope.child(suffix=f"{scope.suffix}_{i}")
+            if stmt.var:
+                inner.env[stmt.var] = i
+            self._body(stmt.body, inner)
+
+    def _towers(self, stmt: TowersBlock, scope: Scope) -> None:
+        if scope.towers:
+            raise SpecError("towers cannot nest inside towers", stmt.span, code="towers")
+        count = self._int(stmt.count, scope, "tower count", minimum=1)
+        self.tower_count += 1
+        name = "towers" if self.tower_count == 1 else f"towers{self.tower_count}"
+        self.graph.towers[name] = Towers(name, count, stmt.span)
+        inner = scope.child(towers=name)
+        inner.names = scope.names  # towers do not open a naming scope
+        self._body(stmt.body, inner)
+
+    # ------------------------------------------------------------------ layers
+    def _layer_or_block(self, stmt: LayerStmt, scope: Scope) -> None:
+        if stmt.kind in self.blocks:
+            self._block_call(stmt, scope)
+            return
+        kind = layers.lookup(stmt.kind)
+        if kind is None or kind.name == "input":
+            choices = [k for k in layers.kinds() if k != "input"] + list(self.blocks)
+            raise SpecError(f"unknown layer kind '{stmt.kind}'", stmt.kind_span,
+                            did_you_mean(stmt.kind, choices) or [f"known kinds: {', '.join(sorted(choices))}"],
+                            code="unknown-kind", layer=stmt.name)
+        inputs = self._inputs(stmt, scope, kind.arity)
+        name = self._define(stmt.name, scope, stmt.span)
+        node = Node(name, kind.name, {}, inputs, stmt.span, scope.towers, stmt.cross, scope.path)
+        self.graph.add(node)
+        self.current = name
+        try:
+            node.params = self._bind(kind, stmt, scope, name)
+        except _Invalid:
+            node.meta["invalid"] = True
+        if stmt.expect is not None:
+            self._expect(node, stmt.expect, scope)
+
+    def _expect(self, node: Node, shape: ShapeExpr, scope: Scope) -> None:
+        try:
+            node.expect, node.expect_span = self._shape(shape, scope), shape.span
+        except SpecError as err:
+            self.error(err, layer=node.name)
+
+    def _inputs(self, stmt: LayerStmt, scope: Scope, arity: tuple[int, int | None]) -> list[str]:
+        lo, hi = arity
+        if stmt.sources is None:
+            if lo == 0:
+                return []
+            if self.current is None:
+                raise SpecError("this layer has no input: nothing comes before it", stmt.span,
+                                ["declare the net's input first: `input data: 3x224x224`"],
+                                code="no-input", layer=stmt.name)
+            if lo > 1:
+                raise SpecError(f"{stmt.kind} needs at least {lo} inputs; name them with `<- a, b`",
+                                stmt.kind_span, code="arity", layer=stmt.name)
+            return [self.current]
+        names = []
+        for ref in stmt.sources:
+            names.append(self._resolve(ref.name, ref.span, scope, stmt.name))
+        if len(names) < lo or (hi is not None and len(names) > hi):
+            want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+            raise SpecError(f"{stmt.kind} takes {want} input{'s' if (hi or 2) > 1 else ''}, got {len(names)}",
+                            stmt.sources[0].span, code="arity", layer=stmt.name)
+        return names
+
+    def _resolve(self, ref: str, span: Span, scope: Scope, layer: str) -> str:
+        if ref == BLOCK_INPUT and scope.block_input:
+            return scope.block_input
+        full = scope.resolve(ref)
+        if full is None and ref in self.graph:
+            full = ref
+        if full is None:
+            known = scope.visible() | {n.name for n in self.graph}
+            raise SpecError(f"unknown layer '{ref}'", span,
+                            did_you_mean(ref, known) or ["a layer can only read layers defined before it"],
+                            code="unknown-layer", layer=layer)
+        return full
+
+    def _define(self, local: str, scope: Scope, span: Span) -> str:
+        full = f"{scope.prefix}{local}{scope.suffix}"
+        if full in self.graph:
+            first = self.defined_at.get(full)
+            raise SpecError(f"'{full}' is already defined" + (f" (line {first.line})" if first else ""),
+                            span, ["every layer needs its own name"], code="duplicate", layer=full)
+        scope.names[local] = full
+        self.defined_at[full] = span
+        return full
+
+    def _bind(self, kind: layers.LayerKind, stmt: LayerStmt, scope: Scope, layer: str) -> dict[str, Any]:
+        schema = kind.schema.by_name()
+        given: dict[str, Arg] = {}
+        failed = False
+
+        def fail(err: SpecError, span: Span) -> None:
+            nonlocal failed
+            failed = True
+            self.error(err, span, layer)
+
+        positional = [a for a in stmt.args if a.name is None]
+        seen_keyword = False
+        for arg in stmt.args:
+            if arg.name is not None:
+                seen_keyword = True
+            elif seen_keyword:
+                fail(SpecError("a positional argument cannot follow a named one", code="syntax"), arg.span)
+        if len(positional) > len(kind.schema.positional):
+            names = ", ".join(kind.schema.positional) or "none"
+            fail(SpecError(f"{kind.name} takes {len(kind.schema.positional)} positional argument(s) ({names}), "
+                           f"got {len(positional)}", code="arity"), positional[len(kind.schema.positional)].span)
+        for pname, arg in zip(kind.schema.positional, positional):
+            given[pname] = arg
+        for arg in stmt.args:
+            if arg.name is None:
+                continue
+            if arg.name not in schema:
+                fail(SpecError(f"{kind.name} has no parameter '{arg.name}'",
+                               notes=did_you_mean(arg.name, schema) or
+                               [f"{kind.name} takes: {', '.join(schema) or 'no parameters'}"],
+                               code="unknown-key"), arg.span)
+            elif arg.name in given:
+                fail(SpecError(f"'{arg.name}' is given twice", code="duplicate"), arg.span)
+            else:
+                given[arg.name] = arg
+        params: dict[str, Any] = {}
+        for pname, param in schema.items():
+            if pname in given:
+                arg = given[pname]
+                try:
+                    params[pname] = param.type.convert(self._eval(arg.value, scope))
+                except SpecError as err:
+                    fail(SpecError(f"{pname}: {err.message}", err.span, err.notes, code=err.code
+                                   if err.code != "spec" else "bad-value"), arg.span)
+                continue
+            default = self._default_for(kind.name, pname)
+            if default is not None:
+                params[pname] = param.type.convert(default)
+            elif param.required:
+                fail(SpecError(f"{kind.name} needs '{pname}'"
+                               + (f" (positional argument {kind.schema.positional.index(pname) + 1})"
+                                  if pname in kind.schema.positional else ""),
+                               notes=[f"for example `{stmt.name}: {_example(kind)}`"], code="missing"),
+                     stmt.kind_span)
+            elif param.default is not None:
+                params[pname] = param.default
+        if failed:
+            raise _Invalid()
+        return params
+
+    def _default_for(self, kind: str, key: str) -> Any:
+        value = None
+        for d in self.defaults:  # kind-specific settings win over net-wide ones; later over earlier
+            if d.key == key and d.kind is None and value is None:
+                value = d.value
+        for d in self.defaults:
+            if d.key == key and d.kind == kind:
+                value = d.value
+        return value
+
+    # ------------------------------------------------------------------ blocks
+    def _block_call(self, stmt: LayerStmt, scope: Scope) -> None:
+        block = self.blocks[stmt.kind]
+        if len(scope.path) >= MAX_BLOCK_DEPTH:
+            raise SpecError(f"blocks nest more than {MAX_BLOCK_DEPTH} deep (does '{block.name}' use itself?)",
+                            stmt.kind_span, code="recursion", layer=stmt.name)
+        if stmt.cross:
+            raise SpecError("'cross' applies to single conv and fc layers, not to a block", stmt.kind_span,
+                            code="towers", layer=stmt.name)
+        inputs = self._inputs(stmt, scope, (1, 1))
+        params = {p.name: p for p in block.params}
+        positional = [a for a in stmt.args if a.name is None]
+        if len(positional) > len(block.params):
+            raise SpecError(f"block {block.name} takes {len(block.params)} arguments, got {len(positional)}",
+                            positional[len(block.params)].span, code="arity", layer=stmt.name)
+        bound = {p.name: self._eval(arg.value, scope) for p, arg in zip(block.params, positional)}
+        for arg in stmt.args:
+            if arg.name is None:
+                continue
+            if arg.name not in params:
+                raise SpecError(f"block {block.name} has no parameter '{arg.name}'", arg.span,
+                                did_you_mean(arg.name, params), code="unknown-key", layer=stmt.name)
+            bound[arg.name] = self._eval(arg.value, scope)
+        env = {**self._globals(scope), **bound}
+        for p in block.params:
+            if p.name not in bound:
+                if p.default is None:
+                    raise SpecError(f"block {block.name} needs '{p.name}'", stmt.kind_span,
+                                    code="missing", layer=stmt.name)
+                env[p.name] = self._eval(p.default, Scope(env=env))
+        instance = f"{scope.prefix}{stmt.name}{scope.suffix}"
+        if instance in self.graph or instance in self.graph.blocks:
+            raise SpecError(f"'{instance}' is already defined", stmt.span, code="duplicate", layer=instance)
+        self.graph.blocks[instance] = block.name
+        inner = Scope(env=env, prefix=instance + ".", parent=scope, block_input=inputs[0],
+                      path=scope.path + (instance,), towers=scope.towers)
+        self.current = inputs[0]
+        before = len(self.graph)
+        self._body(block.body, inner)
+        if len(self.graph) == before:
+            raise SpecError(f"block {block.name} defines no layers", block.span, code="empty-block")
+        scope.names[stmt.name] = self.current  # the block's name stands for its output
+        if stmt.expect is not None:
+            out = self.graph.node(self.current)
+            self._expect(out, stmt.expect, scope)
+
+    def _globals(self, scope: Scope) -> dict[str, Any]:
+        while scope.parent is not None:
+            scope = scope.parent
+        return scope.env
+
+    # ------------------------------------------------------------------ values
+    def _eval(self, expr, scope: Scope) -> Any:
+        try:
+            return evaluate(expr, scope.env)
+        except SpecError as err:
+            if err.span is None:
+                err.span = getattr(expr, "span", None)
+            raise
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise SpecError(f"cannot evaluate: {exc}", getattr(expr, "span", None), code="expression") from None
+
+    def _int(self, expr, scope: Scope, what: str, minimum: int) -> int:
+        value = self._eval(expr, scope)
+        try:
+            return IntType(minimum).convert(value)
+        except SpecError as err:
+            raise SpecError(f"{what}: {err.message}", expr.span, err.notes, code="bad-value") from None
+
+    def _shape(self, shape: ShapeExpr, scope: Scope) -> tuple[int, ...]:
+        dims = []
+        for dim in shape.dims:
+            value = self._eval(dim, scope)
+            try:
+                dims.append(IntType(1).convert(value))
+            except SpecError as err:
+                raise SpecError(f"shape: {err.message}", dim.span, code="bad-value") from None
+        if len(dims) not in (1, 3):
+            raise SpecError(f"a shape is CxHxW or a vector length N, got {len(dims)} dimensions", shape.span,
+                            code="bad-value")
+        return tuple(dims)
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _example(kind: layers.LayerKind) -> str:
+    examples = {"conv": "conv(96, 11, stride=4)", "fc": "fc(4096)", "maxpool": "maxpool(3, stride=2)",
+                "avgpool": "avgpool(3, stride=2)", "adaptive_avgpool": "adaptive_avgpool(6)",
+                "adaptive_maxpool": "adaptive_maxpool(6)", "dropout": "dropout(0.5)"}
+    return examples.get(kind.name, f"{kind.name}()")
+
+
+def _plain(value: Any) -> Any:
+    """Training settings keep plain data (words become strings)."""
+    from .values import FuncValue, Word
+    if isinstance(value, Word):
+        return value.name
+    if isinstance(value, FuncValue):
+        return {"fn": value.name, "args": [_plain(a) for a in value.args],
+                **{k: _plain(v) for k, v in value.kwargs}}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def elaborate(module: Module, source_name: str) -> tuple[Graph, list[Diagnostic]]:
+    e = Elaborator(module, source_name)
+    graph = e.run()
+    return graph, e.diagnostics
+
+
+__all__ = ["elaborate", "describe"]

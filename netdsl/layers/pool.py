@@ -1,0 +1,70 @@
+"""Pooling. Windowed pools follow Caffe: ceil rounding by default, and with padding a last
+window that would start at or past in + pad_before is dropped. Adaptive and global pools
+produce a fixed output size."""
+from __future__ import annotations
+
+from ..diagnostics import SpecError
+from ..values import BoolType, PairType, Param, REQUIRED, Schema
+from . import (LayerKind, lazy_build, explain_windows, infer_windows, register, require_chw, rf_window,
+               window_label, window_params)
+
+
+def _infer_windowed(node, ins):
+    c, h, w = require_chw(node, ins[0])
+    kernel, pad = node.params["kernel"], node.params["pad"]
+    for axis in (0, 1):
+        if max(pad[axis]) > kernel[axis] // 2:
+            raise SpecError(f"padding {max(pad[axis])} is more than half the {kernel[axis]}-wide window",
+                            notes=[f"{node.name}: a pooling pad must be at most kernel // 2 = "
+                                   f"{kernel[axis] // 2} (PyTorch rejects more; a window could see only padding)"],
+                            code="pool-pad")
+    oh, ow = infer_windows(node, h, w, clip=True)
+    return (c, oh, ow)
+
+
+def _windowed(name: str, doc: str, extra: list[Param]) -> None:
+    register(LayerKind(
+        name=name, doc=doc,
+        schema=Schema([Param("kernel", PairType(), REQUIRED, "window size"), *window_params("ceil", None), *extra],
+                      positional=("kernel", "stride")),
+        infer=_infer_windowed, window=rf_window, explain=explain_windows,
+        label=lambda node: window_label(node),
+        build=lazy_build("build_pool"),
+    ))
+
+
+_windowed("maxpool", "Max pooling (Caffe semantics: ceil rounding by default, with the padding clip).", [])
+_windowed("avgpool", "Average pooling; like Caffe, padded positions count in the divisor.",
+          [Param("include_pad", BoolType(), True, "count padding in the average (Caffe: yes)")])
+
+
+def _infer_adaptive(node, ins):
+    c, _, _ = require_chw(node, ins[0])
+    oh, ow = node.params["output"]
+    return (c, oh, ow)
+
+
+def _adaptive(name: str, doc: str) -> None:
+    register(LayerKind(
+        name=name, doc=doc,
+        schema=Schema([Param("output", PairType(), REQUIRED, "output height and width")], positional=("output",)),
+        infer=_infer_adaptive, window=lambda node: "global",
+        label=lambda node: "to {}x{}".format(*node.params["output"]),
+        build=lazy_build("build_pool"),
+    ))
+
+
+_adaptive("adaptive_avgpool", "Average pooling to a fixed output size (PyTorch's AdaptiveAvgPool2d).")
+_adaptive("adaptive_maxpool", "Max pooling to a fixed output size (PyTorch's AdaptiveMaxPool2d).")
+
+
+def _infer_global(node, ins):
+    c, _, _ = require_chw(node, ins[0])
+    return (c, 1, 1)
+
+
+register(LayerKind(
+    name="global_avgpool", doc="Average over all positions: CxHxW -> Cx1x1.",
+    schema=Schema(), infer=_infer_global, window=lambda node: "global", label=lambda node: "global",
+    build=lazy_build("build_pool"),
+))

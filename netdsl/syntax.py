@@ -1,0 +1,410 @@
+"""Parsing: the Lark grammar in grammar.lark, turned into typed AST nodes with spans.
+
+Syntax errors are collected (one per line, resuming after each) and phrased in the
+user's words rather than Lark's terminal names.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Union
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from .diagnostics import Diagnostic
+from .source import Source, Span
+
+GRAMMAR = Path(__file__).with_name("grammar.lark")
+MAX_SYNTAX_ERRORS = 30
+
+# ----------------------------------------------------------------------------- AST
+
+
+@dataclass
+class Lit:
+    value: Any
+    span: Span
+
+
+@dataclass
+class Var:
+    name: str
+    span: Span
+
+
+@dataclass
+class BinOp:
+    op: str
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass
+class Neg:
+    operand: "Expr"
+    span: Span
+
+
+@dataclass
+class Arg:
+    name: str | None  # None for a positional argument
+    value: "Expr"
+    span: Span
+
+
+@dataclass
+class Call:
+    name: str
+    args: list[Arg]
+    span: Span
+
+
+@dataclass
+class TupleExpr:
+    items: list["Expr"]
+    span: Span
+
+
+@dataclass
+class ListExpr:
+    items: list["Expr"]
+    span: Span
+
+
+Expr = Union[Lit, Var, BinOp, Neg, Call, TupleExpr, ListExpr]
+
+
+@dataclass
+class ShapeExpr:
+    dims: list[Expr]
+    span: Span
+
+
+@dataclass
+class Ref:
+    name: str
+    span: Span
+
+
+@dataclass
+class NetDecl:
+    name: str
+    title: str | None
+    span: Span
+
+
+@dataclass
+class ConstDecl:
+    name: str
+    value: Expr
+    span: Span
+
+
+@dataclass
+class InputDecl:
+    name: str
+    shape: ShapeExpr
+    span: Span
+
+
+@dataclass
+class Setting:
+    key: str
+    value: Expr
+    span: Span
+
+
+@dataclass
+class DefaultsBlock:
+    settings: list[Setting]
+    span: Span
+
+
+@dataclass
+class TrainBlock:
+    settings: list[Setting]
+    span: Span
+
+
+@dataclass
+class LayerStmt:
+    name: str
+    kind: str
+    args: list[Arg]
+    sources: list[Ref] | None
+    cross: bool
+    expect: ShapeExpr | None
+    span: Span
+    kind_span: Span
+
+
+@dataclass
+class ParamDecl:
+    name: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass
+class BlockDef:
+    name: str
+    params: list[ParamDecl]
+    body: list["Stmt"]
+    span: Span
+
+
+@dataclass
+class RepeatStmt:
+    count: Expr
+    var: str | None
+    body: list["Stmt"]
+    span: Span
+
+
+@dataclass
+class TowersBlock:
+    count: Expr
+    body: list["Stmt"]
+    span: Span
+
+
+Stmt = Union[NetDecl, ConstDecl, InputDecl, DefaultsBlock, TrainBlock, LayerStmt, BlockDef,
+             RepeatStmt, TowersBlock]
+
+
+@dataclass
+class Module:
+    statements: list[Stmt] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------- transformer
+
+def _span(item) -> Span:
+    return Span.of(item) or Span(1, 1, 1, 1)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    def start(self, meta, items):
+        return Module([i for i in items if i is not None and not isinstance(i, Token)])
+
+    def net_decl(self, meta, items):
+        title = items[1][1:-1] if len(items) > 1 and items[1] is not None else None
+        return NetDecl(str(items[0]), title, _span(meta))
+
+    def const_decl(self, meta, items):
+        return ConstDecl(str(items[0]), items[1], _span(items[0]))
+
+    def input_decl(self, meta, items):
+        return InputDecl(str(items[0]), items[1], _span(items[0]))
+
+    def setting(self, meta, items):
+        key, value = items
+        return Setting(key.name, value, key.span)
+
+    def defaults_block(self, meta, items):
+        return DefaultsBlock([i for i in items if isinstance(i, Setting)], _span(meta))
+
+    def train_block(self, meta, items):
+        return TrainBlock([i for i in items if isinstance(i, Setting)], _span(meta))
+
+    def param_decl(self, meta, items):
+        return ParamDecl(str(items[0]), items[1], _span(items[0]))
+
+    def block_def(self, meta, items):
+        name, *rest = items
+        params = [i for i in rest if isinstance(i, ParamDecl)]
+        body = [i for i in rest if i is not None and not isinstance(i, (ParamDecl, Token))]
+        return BlockDef(str(name), params, body, _span(name))
+
+    def repeat_stmt(self, meta, items):
+        count, var, *body = items
+        return RepeatStmt(count, str(var) if var is not None else None, _body(body), _span(meta))
+
+    def towers_block(self, meta, items):
+        count, *body = items
+        return TowersBlock(count, _body(body), _span(meta))
+
+    def layer_stmt(self, meta, items):
+        name, kind, args, sources, cross, expect = items
+        return LayerStmt(str(name), str(kind), args or [], sources, cross is not None, expect,
+                         _span(name), _span(kind))
+
+    def args(self, meta, items):
+        return [i if isinstance(i, Arg) else Arg(None, i, i.span) for i in items if i is not None]
+
+    def kwarg(self, meta, items):
+        return Arg(str(items[0]), items[1], _span(items[0]))
+
+    def sources(self, meta, items):
+        return [Ref(d.name, d.span) for d in items]
+
+    def expect(self, meta, items):
+        return items[0]
+
+    def dotted(self, meta, items):
+        return Ref(".".join(str(t) for t in items), _span(meta))
+
+    def shape_literal(self, meta, items):
+        tok = items[0]
+        span = _span(tok)
+        return ShapeExpr([Lit(int(d), span) for d in str(tok).split("x")], span)
+
+    def shape_list(self, meta, items):
+        return ShapeExpr(list(items), _span(meta))
+
+    def int_lit(self, meta, items):
+        return Lit(int(items[0]), _span(items[0]))
+
+    def float_lit(self, meta, items):
+        return Lit(float(items[0]), _span(items[0]))
+
+    def str_lit(self, meta, items):
+        return Lit(str(items[0])[1:-1], _span(items[0]))
+
+    def var(self, meta, items):
+        return Var(str(items[0]), _span(items[0]))
+
+    def call(self, meta, items):
+        return Call(str(items[0]), items[1] or [], _span(meta))
+
+    def tuple(self, meta, items):
+        return TupleExpr([i for i in items if i is not None], _span(meta))
+
+    def list(self, meta, items):
+        return ListExpr([i for i in items if i is not None], _span(meta))
+
+    def neg(self, meta, items):
+        return Neg(items[0], _span(meta))
+
+    def _binop(op):  # noqa: N805 - a small factory used at class creation
+        def rule(self, meta, items):
+            return BinOp(op, items[0], items[1], _span(meta))
+        return rule
+
+    add, sub, mul, div = _binop("+"), _binop("-"), _binop("*"), _binop("/")
+    floordiv, mod, pow = _binop("//"), _binop("%"), _binop("**")
+
+
+def _body(items) -> list:
+    return [i for i in items if i is not None and not isinstance(i, Token)]
+
+
+# ---------------------------------------------------------------------------- parser
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(GRAMMAR.read_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                cache=True)
+
+
+KEYWORDS = {"net", "const", "input", "defaults", "train", "block", "repeat", "as", "towers",
+            "cross", "expect"}
+
+
+def _describe_expected(expected: set[str]) -> str:
+    """Lark terminal names -> words a user understands."""
+    names = {t.name: t for t in _parser().terminals}
+    words = {"NAME": "a name", "INT": "a number", "FLOAT": "a number", "SHAPE": "a shape like 3x224x224",
+             "STRING": 'a "string"', "$END": "the end of the file", "CROSS": "'cross'"}
+    out = set()
+    operators = {"'+'", "'-'", "'*'", "'/'", "'//'", "'%'", "'**'"}
+    for term in expected:
+        if term in words:
+            out.add(words[term])
+        elif term in names and names[term].pattern.type == "str":
+            out.add(f"'{names[term].pattern.value}'")
+        else:
+            out.add(term.lower())
+    if out - operators:
+        out -= operators
+    ordered = sorted(out, key=lambda w: (not w.startswith("a "), w))
+    if len(ordered) > 6:
+        ordered = ordered[:6] + ["..."]
+    return ", ".join(ordered)
+
+
+def _token_words(token: Token) -> str:
+    if token.type == "$END":
+        return "the end of the file"
+    return f"'{token}'"
+
+
+def _syntax_diagnostic(err: UnexpectedInput, source: Source, last_token: Token | None) -> Diagnostic:
+    line, column = max(err.line or 1, 1), max(err.column or 1, 1)
+    notes: list[str] = []
+    if isinstance(err, UnexpectedCharacters):
+        char = source.text[err.pos_in_stream] if err.pos_in_stream < len(source.text) else "?"
+        message = f"unexpected character '{char}'"
+        if char == "/" and source.text[err.pos_in_stream:err.pos_in_stream + 2] == "//":
+            notes.append("comments start with '#'")
+        return Diagnostic("error", message, Span(line, column, line, column + 1), code="syntax", notes=notes)
+    token = err.token if isinstance(err, UnexpectedToken) else None
+    expected = set(getattr(err, "expected", None) or getattr(err, "accepts", None) or ())
+    if token is None or token.type == "$END":
+        message = "the spec ends too early"
+        if "RBRACE" in expected:
+            message += ": a '}' is missing"
+        if last_token is not None:
+            line, column = last_token.end_line, last_token.end_column
+        return Diagnostic("error", message, Span(line, column, line, column + 1), code="syntax",
+                          notes=[f"expected {_describe_expected(expected)}"] if expected else [])
+    span = Span(token.line, token.column, token.end_line or token.line,
+                token.end_column or token.column + len(str(token)))
+    message = f"unexpected {_token_words(token)}"
+    before = re.findall(r"[A-Za-z_]\w*", source.line(token.line)[:token.column - 1])
+    if str(token) in KEYWORDS and "NAME" in expected:
+        notes.append(f"'{token}' is a reserved word and cannot name a layer or constant")
+    elif str(token) == ":" and before and before[-1] in KEYWORDS:
+        notes.append(f"'{before[-1]}' is a reserved word and cannot name a layer or constant")
+    elif str(token) == "{" and before and before[-1] == "layer":
+        notes.append("netdsl is not prototxt: `netdsl import FILE.prototxt` converts Caffe files")
+    elif str(token) == "//" and "SLASH" not in expected:
+        notes.append("comments start with '#'")
+    elif "COLON" in expected and token.type in ("LPAR", "NAME", "LBRACE"):
+        message += "; a layer reads `name: kind(arguments)`"
+    elif "RPAR" in expected and token.line > (last_token.line if last_token else token.line):
+        notes.append("is a ')' missing on an earlier line?")
+    if expected:
+        notes.append(f"expected {_describe_expected(expected)}")
+    return Diagnostic("error", message, span, code="syntax", notes=notes)
+
+
+def parse(source: Source) -> tuple[Module | None, list[Diagnostic]]:
+    """Parse a spec. Returns the AST (None if there were syntax errors) and the syntax errors."""
+    errors: list[Diagnostic] = []
+    seen_lines: set[int] = set()
+    last_token: list[Token | None] = [None]
+
+    def on_error(err: UnexpectedInput) -> bool:
+        if isinstance(err, UnexpectedToken) and err.token.type != "$END":
+            last_token[0] = err.token
+        if (err.line or 0) not in seen_lines:
+            seen_lines.add(err.line or 0)
+            errors.append(_syntax_diagnostic(err, source, last_token[0]))
+        return len(errors) < MAX_SYNTAX_ERRORS
+
+    try:
+        tree = _parser().parse(source.text, on_error=on_error)
+    except UnexpectedEOF as err:
+        errors.append(_syntax_diagnostic(err, source, _last_token(source)))
+        return None, errors
+    except UnexpectedInput as err:
+        if not errors or (err.line or 0) not in seen_lines:
+            errors.append(_syntax_diagnostic(err, source, _last_token(source)))
+        return None, errors
+    if errors:
+        return None, errors
+    return _ToAst().transform(tree), []
+
+
+def _last_token(source: Source) -> Token | None:
+    tokens = list(_parser().lex(source.text, dont_ignore=False)) if source.text.strip() else []
+    return tokens[-1] if tokens else None
+
+
+__all__ = ["parse", "Module", "Tree"]
