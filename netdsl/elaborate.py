@@ -144,8 +144,8 @@ class Elaborator:
         having = [k for k in targets if key in k.schema.by_name()]
         if not having:
             names = {p.name for k in targets for p in k.schema.params}
-            where = f"{kind_name} has" if kind_name else "no layer kind has"
-            raise SpecError(f"defaults: {where} no parameter '{key}'", setting.span,
+            where = f"{kind_name} has no" if kind_name else "no layer kind has a"
+            raise SpecError(f"defaults: {where} parameter '{key}'", setting.span,
                             did_you_mean(key, names), code="unknown-key")
         value = self._eval(setting.value, scope)
         for kind in having:  # check the value once, here, not at every layer
@@ -218,10 +218,13 @@ class Elaborator:
         node = Node(name, kind.name, {}, inputs, stmt.span, scope.towers, stmt.cross, scope.path)
         self.graph.add(node)
         self.current = name
+        reported = len(self.diagnostics)
         try:
             node.params = self._bind(kind, stmt, scope, name)
         except _Invalid:
             node.meta["invalid"] = True
+        if len(self.diagnostics) > reported:
+            node.meta["suspect"] = True  # an ignored bad key: its expectation would only repeat the error
         if stmt.expect is not None:
             self._expect(node, stmt.expect, scope)
 
@@ -302,11 +305,11 @@ class Elaborator:
         for arg in stmt.args:
             if arg.name is None:
                 continue
-            if arg.name not in schema:
-                fail(SpecError(f"{kind.name} has no parameter '{arg.name}'",
+            if arg.name not in schema:  # reported, then ignored: the layer can still be checked
+                self.error(SpecError(f"{kind.name} has no parameter '{arg.name}'",
                                notes=did_you_mean(arg.name, schema) or
                                [f"{kind.name} takes: {', '.join(schema) or 'no parameters'}"],
-                               code="unknown-key"), arg.span)
+                               code="unknown-key"), arg.span, layer)
             elif arg.name in given:
                 fail(SpecError(f"'{arg.name}' is given twice", code="duplicate"), arg.span)
             else:
@@ -318,7 +321,7 @@ class Elaborator:
                 try:
                     params[pname] = param.type.convert(self._eval(arg.value, scope))
                 except SpecError as err:
-                    fail(SpecError(f"{pname}: {err.message}", err.span, err.notes, code=err.code
+                    fail(SpecError(f"parameter '{pname}': {err.message}", err.span, err.notes, code=err.code
                                    if err.code != "spec" else "bad-value"), arg.span)
                 continue
             default = self._default_for(kind.name, pname)

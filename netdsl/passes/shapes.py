@@ -29,7 +29,7 @@ def infer_shapes(graph: Graph) -> list[Diagnostic]:
         node.meta["shape"] = shape
         for message, notes in node.meta.pop("warnings", []):
             out.append(Diagnostic("warning", message, node.span, node.name, notes, "coverage"))
-        if node.expect is not None and node.expect != shape:
+        if node.expect is not None and node.expect != shape and not node.meta.get("suspect"):
             notes = [f"{node.name}: {' + '.join(fmt_shape(s) for s in ins) or 'no input'} -> {fmt_shape(shape)}"]
             if kind.explain:
                 notes = kind.explain(node, ins, node.expect) or notes
