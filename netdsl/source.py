@@ -17,15 +17,6 @@ class Span:
     end_line: int
     end_column: int
 
-    @classmethod
-    def of(cls, item) -> "Span | None":
-        """The span of a Lark token or tree (trees need propagate_positions)."""
-        meta = getattr(item, "meta", item)
-        line = getattr(meta, "line", None)
-        if line is None:
-            return None
-        return cls(line, meta.column, meta.end_line, meta.end_column)
-
     def to_dict(self) -> dict:
         return {"line": self.line, "column": self.column,
                 "end_line": self.end_line, "end_column": self.end_column}

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Union
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .diagnostics import Diagnostic
@@ -184,106 +184,120 @@ class Module:
 # ----------------------------------------------------------------------- transformer
 
 def _span(item) -> Span:
-    return Span.of(item) or Span(1, 1, 1, 1)
+    """The span of a token or of an AST node built from tokens."""
+    if isinstance(item, Token):
+        return Span(item.line, item.column, item.end_line, item.end_column)
+    return getattr(item, "span", None) or Span(1, 1, 1, 1)
 
 
-@v_args(meta=True)
+def _join(first, last) -> Span:
+    a, b = _span(first), _span(last)
+    return Span(a.line, a.column, b.end_line, b.end_column)
+
+
 class _ToAst(Transformer):
-    def start(self, meta, items):
+    """Builds the AST while the LALR parser runs (no parse tree in between); spans come from tokens."""
+
+    def start(self, items):
         return Module([i for i in items if i is not None and not isinstance(i, Token)])
 
-    def net_decl(self, meta, items):
+    def net_decl(self, items):
         title = items[1][1:-1] if len(items) > 1 and items[1] is not None else None
-        return NetDecl(str(items[0]), title, _span(meta))
+        return NetDecl(str(items[0]), title, _span(items[0]))
 
-    def const_decl(self, meta, items):
+    def const_decl(self, items):
         return ConstDecl(str(items[0]), items[1], _span(items[0]))
 
-    def input_decl(self, meta, items):
+    def input_decl(self, items):
         return InputDecl(str(items[0]), items[1], _span(items[0]))
 
-    def setting(self, meta, items):
+    def setting(self, items):
         key, value = items
         return Setting(key.name, value, key.span)
 
-    def defaults_block(self, meta, items):
-        return DefaultsBlock([i for i in items if isinstance(i, Setting)], _span(meta))
+    def defaults_block(self, items):
+        settings = [i for i in items if isinstance(i, Setting)]
+        return DefaultsBlock(settings, settings[0].span if settings else Span(1, 1, 1, 1))
 
-    def train_block(self, meta, items):
-        return TrainBlock([i for i in items if isinstance(i, Setting)], _span(meta))
+    def train_block(self, items):
+        settings = [i for i in items if isinstance(i, Setting)]
+        return TrainBlock(settings, settings[0].span if settings else Span(1, 1, 1, 1))
 
-    def param_decl(self, meta, items):
+    def param_decl(self, items):
         return ParamDecl(str(items[0]), items[1], _span(items[0]))
 
-    def block_def(self, meta, items):
+    def block_def(self, items):
         name, *rest = items
         params = [i for i in rest if isinstance(i, ParamDecl)]
         body = [i for i in rest if i is not None and not isinstance(i, (ParamDecl, Token))]
         return BlockDef(str(name), params, body, _span(name))
 
-    def repeat_stmt(self, meta, items):
+    def repeat_stmt(self, items):
         count, var, *body = items
-        return RepeatStmt(count, str(var) if var is not None else None, _body(body), _span(meta))
+        return RepeatStmt(count, str(var) if var is not None else None, _body(body), _span(count))
 
-    def towers_block(self, meta, items):
+    def towers_block(self, items):
         count, *body = items
-        return TowersBlock(count, _body(body), _span(meta))
+        return TowersBlock(count, _body(body), _span(count))
 
-    def layer_stmt(self, meta, items):
+    def layer_stmt(self, items):
         name, kind, args, sources, cross, expect = items
         return LayerStmt(str(name), str(kind), args or [], sources, cross is not None, expect,
                          _span(name), _span(kind))
 
-    def args(self, meta, items):
+    def args(self, items):
         return [i if isinstance(i, Arg) else Arg(None, i, i.span) for i in items if i is not None]
 
-    def kwarg(self, meta, items):
+    def kwarg(self, items):
         return Arg(str(items[0]), items[1], _span(items[0]))
 
-    def sources(self, meta, items):
+    def sources(self, items):
         return [Ref(d.name, d.span) for d in items]
 
-    def expect(self, meta, items):
+    def expect(self, items):
         return items[0]
 
-    def dotted(self, meta, items):
-        return Ref(".".join(str(t) for t in items), _span(meta))
+    def dotted(self, items):
+        return Ref(".".join(str(t) for t in items), _join(items[0], items[-1]))
 
-    def shape_literal(self, meta, items):
+    def shape_literal(self, items):
         tok = items[0]
         span = _span(tok)
         return ShapeExpr([Lit(int(d), span) for d in str(tok).split("x")], span)
 
-    def shape_list(self, meta, items):
-        return ShapeExpr(list(items), _span(meta))
+    def shape_list(self, items):
+        return ShapeExpr(list(items), _join(items[0], items[-1]))
 
-    def int_lit(self, meta, items):
+    def int_lit(self, items):
         return Lit(int(items[0]), _span(items[0]))
 
-    def float_lit(self, meta, items):
+    def float_lit(self, items):
         return Lit(float(items[0]), _span(items[0]))
 
-    def str_lit(self, meta, items):
+    def str_lit(self, items):
         return Lit(str(items[0])[1:-1], _span(items[0]))
 
-    def var(self, meta, items):
+    def var(self, items):
         return Var(str(items[0]), _span(items[0]))
 
-    def call(self, meta, items):
-        return Call(str(items[0]), items[1] or [], _span(meta))
+    def call(self, items):
+        args = items[1] or []
+        return Call(str(items[0]), args, _join(items[0], args[-1].value) if args else _span(items[0]))
 
-    def tuple(self, meta, items):
-        return TupleExpr([i for i in items if i is not None], _span(meta))
+    def tuple(self, items):
+        items = [i for i in items if i is not None]
+        return TupleExpr(items, _join(items[0], items[-1]))
 
-    def list(self, meta, items):
-        return ListExpr([i for i in items if i is not None], _span(meta))
+    def list(self, items):
+        items = [i for i in items if i is not None]
+        return ListExpr(items, _join(items[0], items[-1]) if items else Span(1, 1, 1, 1))
 
-    def neg(self, meta, items):
-        return Neg(items[0], _span(meta))
+    def neg(self, items):
+        return Neg(items[0], _span(items[0]))
 
     def _binop(op):  # noqa: N805 - a small factory used at class creation
-        def rule(self, meta, items):
-            return BinOp(op, items[0], items[1], _span(meta))
+        def rule(self, items):
+            return BinOp(op, items[0], items[1], _join(items[0], items[1]))
         return rule
 
     add, sub, mul, div = _binop("+"), _binop("-"), _binop("*"), _binop("/")
@@ -298,8 +312,9 @@ def _body(items) -> list:
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(GRAMMAR.read_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True,
-                cache=True)
+    # The transformer runs inside the LALR parser, so no parse tree is built in between.
+    return Lark(GRAMMAR.read_text(), parser="lalr", maybe_placeholders=True, cache=True,
+                transformer=_ToAst())
 
 
 KEYWORDS = {"net", "const", "input", "defaults", "train", "block", "repeat", "as", "towers",
@@ -399,7 +414,7 @@ def parse(source: Source) -> tuple[Module | None, list[Diagnostic]]:
         return None, errors
     if errors:
         return None, errors
-    return _ToAst().transform(tree), []
+    return tree, []
 
 
 def _last_token(source: Source) -> Token | None:
@@ -407,4 +422,4 @@ def _last_token(source: Source) -> Token | None:
     return tokens[-1] if tokens else None
 
 
-__all__ = ["parse", "Module", "Tree"]
+__all__ = ["parse", "Module"]
