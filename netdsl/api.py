@@ -112,7 +112,7 @@ def _check(source: Source) -> Net:
 
 
 def _looks_like_path(spec: str) -> bool:
-    if "\n" in spec or len(spec) > 4096:
+    if not spec.strip() or "\n" in spec or len(spec) > 4096:
         return False
     return spec.endswith(".net") or Path(spec).exists()
 

@@ -386,9 +386,9 @@ class Elaborator:
         inner = Scope(env=env, prefix=instance + ".", parent=scope, block_input=inputs[0],
                       path=scope.path + (instance,), towers=scope.towers)
         self.current = inputs[0]
-        before = len(self.graph)
+        before, reported = len(self.graph), len(self.diagnostics)
         self._body(block.body, inner)
-        if len(self.graph) == before:
+        if len(self.graph) == before and len(self.diagnostics) == reported:
             raise SpecError(f"block {block.name} defines no layers", block.span, code="empty-block")
         scope.names[stmt.name] = self.current  # the block's name stands for its output
         if stmt.expect is not None:

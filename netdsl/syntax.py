@@ -390,36 +390,44 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source, last_token: Token |
 
 
 def parse(source: Source) -> tuple[Module | None, list[Diagnostic]]:
-    """Parse a spec. Returns the AST (None if there were syntax errors) and the syntax errors."""
+    """Parse a spec. Returns the AST (None if there were syntax errors) and the syntax errors.
+
+    After an error the offending line is blanked out and the parse starts again, so that
+    one run reports the syntax errors of several lines without a cascade from the first.
+    """
     errors: list[Diagnostic] = []
-    seen_lines: set[int] = set()
-    last_token: list[Token | None] = [None]
+    text = source.text
+    while len(errors) < MAX_SYNTAX_ERRORS:
+        try:
+            module = _parser().parse(text)
+            return (None, errors) if errors else (module, [])
+        except UnexpectedInput as err:
+            at_end = isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END")
+            errors.append(_syntax_diagnostic(err, source, _last_token(text) if at_end else None))
+            blanked = _blank_line(text, err.line or 0)
+            if at_end or blanked == text:
+                break
+            text = blanked
+    return None, errors
 
-    def on_error(err: UnexpectedInput) -> bool:
-        if isinstance(err, UnexpectedToken) and err.token.type != "$END":
-            last_token[0] = err.token
-        if (err.line or 0) not in seen_lines:
-            seen_lines.add(err.line or 0)
-            errors.append(_syntax_diagnostic(err, source, last_token[0]))
-        return len(errors) < MAX_SYNTAX_ERRORS
 
+def _blank_line(text: str, line: int) -> str:
+    lines = text.split("\n")
+    if not 0 < line <= len(lines):
+        return text
+    lines[line - 1] = " " * len(lines[line - 1])
+    return "\n".join(lines)
+
+
+def _last_token(text: str) -> Token | None:
+    """Where the file really ends, to point an 'ends too early' error at."""
+    last = None
     try:
-        tree = _parser().parse(source.text, on_error=on_error)
-    except UnexpectedEOF as err:
-        errors.append(_syntax_diagnostic(err, source, _last_token(source)))
-        return None, errors
-    except UnexpectedInput as err:
-        if not errors or (err.line or 0) not in seen_lines:
-            errors.append(_syntax_diagnostic(err, source, _last_token(source)))
-        return None, errors
-    if errors:
-        return None, errors
-    return tree, []
-
-
-def _last_token(source: Source) -> Token | None:
-    tokens = list(_parser().lex(source.text, dont_ignore=False)) if source.text.strip() else []
-    return tokens[-1] if tokens else None
+        for last in _parser().lex(text):
+            pass
+    except UnexpectedInput:
+        pass
+    return last
 
 
 __all__ = ["parse", "Module"]
