@@ -68,5 +68,9 @@ def write_ir(net: Net, path: Path) -> None:
         raise click.UsageError(f"cannot write {path}: {err.strerror or err}") from None
 
 
+from .draw import draw  # noqa: E402  (it imports load_or_exit from here)
+
+main.add_command(draw)
+
 if __name__ == "__main__":
     main()
