@@ -63,6 +63,16 @@ class Net:
         return (f"<netdsl.Net {self.graph.name}: {len(self.graph)} layers, "
                 f"{self.report.total_params:,} params, {self.report.total_macs:,} MACs>")
 
+    def _repr_svg_(self) -> str | None:
+        """Notebooks show a net as its diagram (None, so the text repr shows, when it cannot be drawn)."""
+        if not self.ok:
+            return None
+        from .draw import DrawError, to_svg
+        try:
+            return to_svg(self)
+        except DrawError:
+            return None
+
 
 def load(spec: str | os.PathLike, name: str | None = None) -> Net:
     """Load a spec from a path or from its text. Spec errors are in `net.diagnostics`, not raised.
