@@ -63,6 +63,7 @@ def kinds() -> dict[str, LayerKind]:
 def _load() -> None:
     if not REGISTRY:
         from . import activation, conv, dense, io, merge, norm, pool  # noqa: F401  (they register)
+        from . import caffe_extra  # noqa: F401
 
 
 # ------------------------------------------------------------------ shared helpers

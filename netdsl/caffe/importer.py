@@ -1,0 +1,906 @@
+"""Caffe prototxt -> a readable netdsl spec, with Caffe's semantics kept exactly.
+
+Convolutions round down and pooling rounds up with Caffe's clip (emitted as `defaults`), LRN
+divides alpha by n with k defaulting to 1, `group` becomes `groups`, in-place layers (top ==
+bottom) chain, `include { phase }` selects the layers of one phase (TEST unless asked), and the
+input shape comes from `Input`, `input_shape`, `input_dim` or a data layer's `crop_size`.
+netdsl has no loss or accuracy layers: those are listed in a closing comment and left out of the
+network, which is what inference runs.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..diagnostics import Diagnostic, did_you_mean
+from ..source import Source, SourceError, Span, UsageError, read_spec
+from ..syntax import KEYWORDS
+from .prototxt import Field, Message, ProtoSyntaxError, Word, parse_prototxt
+
+PHASES = ("TRAIN", "TEST")
+DATA_TYPES = {"Data", "ImageData", "WindowData", "HDF5Data", "MemoryData", "DummyData", "Input"}
+METRIC_TYPES = {"Accuracy"}
+DROPPED_TYPES = {"Silence"}
+# Caffe's V1 `layers { type: CONVOLUTION }` names, for old files.
+V1_TYPES = {
+    "ACCURACY": "Accuracy", "BNLL": "BNLL", "CONCAT": "Concat", "CONVOLUTION": "Convolution", "DATA": "Data",
+    "DROPOUT": "Dropout", "DUMMY_DATA": "DummyData", "ELTWISE": "Eltwise", "EUCLIDEAN_LOSS": "EuclideanLoss",
+    "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "IMAGE_DATA": "ImageData", "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN", "MEMORY_DATA": "MemoryData", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU",
+    "SIGMOID": "Sigmoid", "SILENCE": "Silence", "SLICE": "Slice", "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "TANH": "TanH", "WINDOW_DATA": "WindowData",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "HINGE_LOSS": "HingeLoss",
+    "INFOGAIN_LOSS": "InfogainLoss", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+}
+# Caffe's own example data sets, whose image size a Data layer reads from the database, not the file.
+KNOWN_DATASETS = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
+DEFAULTS_BLOCK = """defaults {
+    conv.round = floor            # Caffe: convolutions round down,
+    maxpool.round = ceil          # pooling rounds up (with Caffe's clip of a window starting in the padding)
+    avgpool.round = ceil
+    avgpool.include_pad = true    # Caffe's average divides by the padded window
+    lrn.scale = mean              # Caffe divides alpha by n
+    lrn.k = 1                     # Caffe's default k
+}"""
+
+
+@dataclass
+class ImportOptions:
+    phase: str = "TEST"
+    input_shape: tuple[int, ...] | None = None  # replaces the first input's shape
+
+
+@dataclass
+class Stmt:
+    """One line of the generated spec: a layer, or an input declaration (kind 'input')."""
+
+    name: str
+    kind: str
+    positional: list[str] = field(default_factory=list)
+    kwargs: dict[str, str] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+    comment: str = ""
+    caffe_name: str = ""
+
+    def render(self, previous: str | None) -> str:
+        if self.kind == "input":
+            return f"input {self.name}: {self.positional[0]}"
+        args = self.positional + [f"{k}={v}" for k, v in self.kwargs.items()]
+        text = f"{self.name}: {self.kind}" + (f"({', '.join(args)})" if args else "")
+        if self.sources and self.sources != [previous]:
+            text += " <- " + ", ".join(self.sources)
+        return text
+
+
+@dataclass
+class ImportedNet:
+    """The result: the spec text, and how Caffe's layers map onto its layers (for weights)."""
+
+    spec: str
+    name: str
+    layers: dict[str, str]  # Caffe layer name -> netdsl layer name (layers with weights or outputs)
+    fused_scales: dict[str, str]  # Caffe Scale layer -> the netdsl batchnorm it was folded into
+    left_out: list[str]  # training-only layers, one description each
+    notes: list[str]
+    phase: str
+
+
+class CaffeImportError(Exception):
+    """The prototxt cannot be imported; every problem found, each with file:line:col."""
+
+    def __init__(self, source: Source, diagnostics: list[Diagnostic]):
+        self.source, self.diagnostics = source, diagnostics
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n\n".join(d.render(self.source) for d in self.diagnostics)
+
+
+class _Skip(Exception):
+    """A layer could not be converted; its diagnostic is already recorded."""
+
+
+# ------------------------------------------------------------------------------------ names
+
+def sanitize(raw: str) -> str:
+    """A Caffe name ("conv1/7x7_s2") as a netdsl name ("conv1_7x7_s2")."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", raw)
+    if not name or name[0].isdigit():
+        name = "_" + name
+    if name in KEYWORDS or name in ("in", "true", "false"):
+        name += "_"
+    return name
+
+
+class Namer:
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def claim(self, raw: str) -> str:
+        base = sanitize(raw)
+        name, n = base, 2
+        while name in self.used:
+            name, n = f"{base}_{n}", n + 1
+        self.used.add(name)
+        return name
+
+
+# ------------------------------------------------------------------------------- formatting
+
+def fmt(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value)) if value >= 0 else f"-{int(-value)}"
+        text = repr(value)
+        return text if not text.startswith("-") else "-" + text[1:]
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _pair_text(h: int, w: int) -> str:
+    return fmt(h) if h == w else fmt([h, w])
+
+
+# ---------------------------------------------------------------------------------- importer
+
+class Importer:
+    def __init__(self, root: Message, source: Source, options: ImportOptions):
+        self.root, self.source, self.options = root, source, options
+        self.diagnostics: list[Diagnostic] = []
+        self.namer = Namer()
+        self.stmts: list[Stmt] = []
+        self.blobs: dict[str, str] = {}  # Caffe blob -> the netdsl layer that last wrote it
+        self.labels: set[str] = set()  # blobs holding labels (only losses and metrics read them)
+        self.consumed: dict[str, int] = {}
+        self.layer_map: dict[str, str] = {}
+        self.fused: dict[str, str] = {}
+        self.unfused_bn: set[str] = set()  # batchnorm layers a following Scale may fold into
+        self.left_out: list[str] = []
+        self.notes: list[str] = []
+        self.input_comments: dict[str, str] = {}
+
+    # ------------------------------------------------------------------------ driver
+    def run(self) -> ImportedNet:
+        self._net_inputs()
+        layers = self.root.messages("layer") or self.root.messages("layers")
+        if not layers and not self.stmts:
+            self._error("this file defines no layers (no `layer { ... }`)", self.root.span,
+                        notes=["is it a Caffe net (.prototxt with layer blocks)?"])
+        for layer in layers:
+            try:
+                self._layer(layer)
+            except _Skip:
+                pass
+        if not any(s.kind == "input" for s in self.stmts) and not self.diagnostics:
+            self._error("the net has no input: no Input or data layer in phase "
+                        f"{self.options.phase}, and no `input:`", self.root.span)
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        if errors:
+            raise CaffeImportError(self.source, self.diagnostics)
+        name = self.root.get("name") or Path(self.source.name).stem
+        return ImportedNet(self._render(str(name)), sanitize(str(name)), self.layer_map, self.fused,
+                           self.left_out, self.notes, self.options.phase)
+
+    def _error(self, message: str, span: Span | None, layer: str | None = None, notes: list[str] = ()) -> None:
+        if layer and not message.startswith(f"{layer}:"):
+            message = f"{layer}: {message}"
+        self.diagnostics.append(Diagnostic("error", message, span, layer, list(notes), code="caffe-import"))
+
+    def _fail(self, message: str, span: Span | None, layer: str, notes: list[str] = ()) -> None:
+        self._error(message, span, layer, notes)
+        raise _Skip()
+
+    # ------------------------------------------------------------------------ layers
+    def _layer(self, layer: Message) -> None:
+        name = str(layer.get("name", f"layer at line {layer.span.line}"))
+        ltype = self._type(layer, name)
+        if not self._in_phase(layer):
+            self.left_out.append(self._describe(layer, name, ltype, f"phase {self._other_phase()} only"))
+            return
+        if ltype in METRIC_TYPES or ltype.endswith("Loss"):
+            what = "accuracy" if ltype in METRIC_TYPES else "loss"
+            self.left_out.append(self._describe(layer, name, ltype, f"{what}, training and evaluation only"))
+            return
+        if ltype in DROPPED_TYPES:
+            self.left_out.append(self._describe(layer, name, ltype, "no output"))
+            return
+        converter = CONVERTERS.get(ltype)
+        if converter is None:
+            self._fail(f"Caffe layer type '{ltype}' is not supported by netdsl", layer.span_of("type"), name,
+                       did_you_mean(ltype, CONVERTERS) + [f"netdsl imports: {', '.join(sorted(CONVERTERS))}"
+                                                          + "; loss and accuracy layers are left out"])
+        converter(self, layer, name)
+
+    def _type(self, layer: Message, name: str) -> str:
+        ltype = layer.get("type")
+        if ltype is None:
+            self._fail("the layer has no type", layer.span, name)
+        if layer.key == "layers":  # V1 format
+            return V1_TYPES.get(str(ltype), str(ltype))
+        return str(ltype)
+
+    def _in_phase(self, layer: Message) -> bool:
+        includes, excludes = layer.messages("include"), layer.messages("exclude")
+        if includes:
+            return any(self._meets(rule) for rule in includes)
+        return not any(self._meets(rule) for rule in excludes)
+
+    def _meets(self, rule: Message) -> bool:
+        """Caffe's StateMeetsRule for the chosen phase, level 0 and no stages."""
+        phase = rule.get("phase")
+        if phase is not None and _phase_name(phase) != self.options.phase:
+            return False
+        if rule.get("min_level", 0) > 0 or rule.get("max_level", 0) < 0:
+            return False
+        return not rule.values("stage")
+
+    def _other_phase(self) -> str:
+        return "TRAIN" if self.options.phase == "TEST" else "TEST"
+
+    def _describe(self, layer: Message, name: str, ltype: str, why: str) -> str:
+        bottoms = ", ".join(str(b) for b in layer.values("bottom"))
+        tops = ", ".join(str(t) for t in layer.values("top"))
+        text = f"{name} ({ltype}, line {layer.span.line}): {why}"
+        if bottoms:
+            text += f"; reads {bottoms}"
+        if tops and ltype in DATA_TYPES:
+            text += f"; writes {tops}"
+        return text
+
+    # ---------------------------------------------------------------- graph helpers
+    def bottoms(self, layer: Message, name: str, count: tuple[int, int | None] = (1, 1)) -> list[str]:
+        fields = layer.all("bottom")
+        lo, hi = count
+        if len(fields) < lo or (hi is not None and len(fields) > hi):
+            want = f"{lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+            self._fail(f"needs {want} bottom blob(s), has {len(fields)}", layer.span, name)
+        out = []
+        for f in fields:
+            blob = str(f.value)
+            if blob in self.labels:
+                self._fail(f"reads the labels ('{blob}'); only loss and accuracy layers may", f.span, name)
+            if blob not in self.blobs:
+                self._fail(f"bottom '{blob}' is not written by any layer before it", f.span, name,
+                           did_you_mean(blob, self.blobs))
+            out.append(self.blobs[blob])
+        return out
+
+    def tops(self, layer: Message, name: str, count: int | None = 1) -> list[str]:
+        tops = [str(t) for t in layer.values("top")]
+        if count is not None and len(tops) != count:
+            self._fail(f"needs {count} top blob(s), has {len(tops)}", layer.span, name)
+        return tops
+
+    def emit(self, layer: Message, name: str, kind: str, positional: list[str] = (),
+             kwargs: dict[str, str] | None = None, sources: list[str] | None = None, bottoms: int = 1) -> Stmt:
+        """A layer with one top; its sources default to the layer's bottoms."""
+        if sources is None:
+            sources = self.bottoms(layer, name, (bottoms, bottoms) if bottoms else (1, None))
+        top = self.tops(layer, name)[0]
+        node = self.namer.claim(name)
+        stmt = Stmt(node, kind, list(positional), dict(kwargs or {}), sources, caffe_name=name)
+        if node != name:
+            stmt.comment = name
+        self.add(stmt)
+        self.blobs[top] = node
+        self.layer_map[name] = node
+        return stmt
+
+    def add(self, stmt: Stmt) -> None:
+        for s in stmt.sources:
+            self.consumed[s] = self.consumed.get(s, 0) + 1
+        self.stmts.append(stmt)
+
+    def params(self, layer: Message, key: str, name: str, known: set[str]) -> Message:
+        """The layer's `key` message, with every field netdsl does not understand reported."""
+        message = layer.message(key) or Message(key, [], layer.span)
+        for f in message:
+            if f.key not in known:
+                self._error(f"{key}.{f.key} is not supported by netdsl's Caffe import", f.span, name,
+                            did_you_mean(f.key, known))
+        if any(f.key not in known for f in message):
+            raise _Skip()
+        return message
+
+    # ---------------------------------------------------------------------- inputs
+    def _net_inputs(self) -> None:
+        """Net-level `input: "data"` with `input_shape { dim }` or four `input_dim`s each."""
+        inputs = self.root.all("input")
+        shapes = self.root.messages("input_shape")
+        dims = self.root.values("input_dim")
+        for i, f in enumerate(inputs):
+            if i < len(shapes):
+                shape = [d for d in shapes[i].values("dim")]
+                where = "input_shape"
+            elif len(dims) >= 4 * (i + 1):
+                shape = dims[4 * i:4 * i + 4]
+                where = "input_dim"
+            else:
+                self._error(f"input '{f.value}' has no input_shape or input_dim", f.span)
+                continue
+            self.add_input(str(f.value), shape, f.span, f"`input` with {where} {fmt(shape)}")
+
+    def add_input(self, blob: str, dims: list, span: Span, comment: str) -> None:
+        shape = self._sample_shape(blob, dims, span)
+        if shape is None:
+            return
+        first = not any(s.kind == "input" for s in self.stmts)
+        if first and self.options.input_shape:
+            comment += f"; shape {_shape_text(shape)} replaced by --input-shape"
+            shape = tuple(self.options.input_shape)
+        node = self.namer.claim(blob)
+        self.add(Stmt(node, "input", [_shape_text(shape)], comment=comment if node == blob else f"{blob}: {comment}"))
+        self.blobs[blob] = node
+
+    def _sample_shape(self, blob: str, dims: list, span: Span) -> tuple[int, ...] | None:
+        """N x C x H x W (or N x K) without the batch axis."""
+        if len(dims) == 4:
+            shape = tuple(int(d) for d in dims[1:])
+        elif len(dims) == 2:
+            shape = (int(dims[1]),)
+        else:
+            self._error(f"input '{blob}' has shape {fmt(list(dims))}; netdsl takes N x C x H x W or N x K",
+                        span)
+            return None
+        if any(d < 1 for d in shape):
+            self._error(f"input '{blob}' has shape {fmt(list(dims))}: every size must be at least 1", span)
+            return None
+        return shape
+
+    def channels_of(self, node: str) -> int | None:
+        """The channels of a layer emitted so far, by checking the spec up to it."""
+        from ..api import loads
+        net = loads(self._render("partial"), "<import>")
+        if net.graph is None or node not in net.graph:
+            return None
+        shape = net.graph.node(node).shape
+        return shape[0] if shape else None
+
+    # ------------------------------------------------------------------------ output
+    def _render(self, name: str) -> str:
+        lines = [f"# Imported by `netdsl import` from {Path(self.source.name).name} "
+                 f"(Caffe prototxt, phase {self.options.phase}).",
+                 "# Caffe semantics are kept exactly: see the defaults below. Names netdsl cannot spell",
+                 "# are rewritten, with the Caffe name in a comment.", ""]
+        title = str(name).replace('"', "'")
+        lines += [f'net {sanitize(name)} "{title}"', "", DEFAULTS_BLOCK, ""]
+        body, previous = [], None
+        for stmt in self.stmts:
+            text = stmt.render(previous)
+            body.append((text, stmt.comment))
+            previous = stmt.name
+        width = min(max((len(t) for t, c in body if c), default=0), 60)
+        for text, comment in body:
+            lines.append(f"{text:<{width}}  # {comment}" if comment else text)
+        if self.notes:
+            lines += ["", "# Notes:"] + [f"#   {n}" for n in self.notes]
+        if self.left_out:
+            lines += ["", "# Left out of the network (netdsl has no loss, accuracy or data-pipeline layers;",
+                      "# `netdsl train` brings its own loss). For inference they are not needed:"]
+            lines += [f"#   {d}" for d in self.left_out]
+        return "\n".join(lines) + "\n"
+
+
+def _phase_name(value) -> str:
+    if isinstance(value, int):
+        return PHASES[value] if 0 <= value < 2 else str(value)
+    return str(value)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+# ------------------------------------------------------------------------------ converters
+
+Converter = Callable[[Importer, Message, str], None]
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converter(*types: str) -> Callable[[Converter], Converter]:
+    def register(fn: Converter) -> Converter:
+        for t in types:
+            CONVERTERS[t] = fn
+        return fn
+    return register
+
+
+def _axis_values(imp: Importer, p: Message, key: str, name: str, default: int | None,
+                 minimum: int = 1) -> tuple[int, int] | None:
+    """kernel_size / kernel_h + kernel_w (and the same for stride, pad, dilation) as (h, w)."""
+    h_key, w_key = f"{key.split('_')[0]}_h", f"{key.split('_')[0]}_w"
+    values = [int(v) for v in p.values(key)]
+    if p.has(h_key) or p.has(w_key):
+        if values:
+            imp._fail(f"give either {key} or {h_key} and {w_key}, not both", p.span_of(h_key), name)
+        h, w = p.get(h_key, default), p.get(w_key, default)
+        if h is None or w is None:
+            imp._fail(f"{h_key} and {w_key} go together", p.span_of(h_key if h is None else w_key), name)
+        values = [int(h), int(w)]
+    if not values:
+        return None if default is None else (default, default)
+    if len(values) > 2:
+        imp._fail(f"{len(values)} values of {key}: a {len(values)}-D operation; netdsl is 2-D",
+                  p.span_of(key), name)
+    h, w = values[0], values[-1]
+    if min(h, w) < minimum:
+        imp._fail(f"{key} must be at least {minimum}, got {fmt(values)}", p.span_of(key), name)
+    return h, w
+
+
+def _filler(filler: Message | None) -> str | None:
+    if filler is None:
+        return None
+    kind = str(filler.get("type", "constant"))
+    if kind == "constant":
+        return fmt(float(filler.get("value", 0.0)))
+    if kind == "gaussian" and filler.get("sparse", -1) == -1:
+        return f"normal({fmt(float(filler.get('mean', 0.0)))}, {fmt(float(filler.get('std', 1.0)))})"
+    if kind == "uniform":
+        return f"uniform({fmt(float(filler.get('min', 0.0)))}, {fmt(float(filler.get('max', 1.0)))})"
+    if kind == "xavier":
+        return "xavier"
+    if kind == "msra":
+        return "kaiming"
+    return None
+
+
+def _init_kwargs(kwargs: dict[str, str], p: Message, weight_key: str, bias_key: str, comment: list[str]) -> None:
+    for key, target in ((weight_key, "weight_init"), (bias_key, "bias_init")):
+        filler = p.message(key)
+        init = _filler(filler)
+        if init is not None:
+            kwargs[target] = init
+        elif filler is not None:
+            comment.append(f"{key} {filler.get('type')} has no netdsl initialiser; default used")
+
+
+def _set_comment(stmt: Stmt, extra: list[str]) -> None:
+    if extra:
+        stmt.comment = "; ".join(([stmt.comment] if stmt.comment else []) + extra)
+
+
+FILLER_KEYS = {"weight_filler", "bias_filler"}
+
+
+@converter("Convolution")
+def _convolution(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "convolution_param", name, {
+        "num_output", "bias_term", "pad", "kernel_size", "stride", "dilation", "pad_h", "pad_w", "kernel_h",
+        "kernel_w", "stride_h", "stride_w", "group", "engine", "axis", "force_nd_im2col", *FILLER_KEYS})
+    if p.get("num_output") is None:
+        imp._fail("convolution_param.num_output is missing", p.span, name)
+    if p.get("axis", 1) != 1:
+        imp._fail(f"convolution over axis {p.get('axis')}: netdsl convolves channels (axis 1)",
+                  p.span_of("axis"), name)
+    kernel = _axis_values(imp, p, "kernel_size", name, None)
+    if kernel is None:
+        imp._fail("convolution_param has no kernel_size (or kernel_h and kernel_w)", p.span, name)
+    stride = _axis_values(imp, p, "stride", name, 1)
+    pad = _axis_values(imp, p, "pad", name, 0, minimum=0)
+    dilation = _axis_values(imp, p, "dilation", name, 1)
+    kwargs: dict[str, str] = {}
+    if stride != (1, 1):
+        kwargs["stride"] = _pair_text(*stride)
+    if pad != (0, 0):
+        kwargs["pad"] = _pair_text(*pad)
+    if dilation != (1, 1):
+        kwargs["dilation"] = _pair_text(*dilation)
+    if int(p.get("group", 1)) != 1:
+        kwargs["groups"] = fmt(int(p.get("group")))
+    if not _bool(p.get("bias_term", True)):
+        kwargs["bias"] = "false"
+    comment: list[str] = []
+    _init_kwargs(kwargs, p, "weight_filler", "bias_filler", comment)
+    stmt = imp.emit(layer, name, "conv", [fmt(int(p.get("num_output"))), _pair_text(*kernel)], kwargs)
+    _set_comment(stmt, comment)
+
+
+@converter("Deconvolution")
+def _deconvolution(imp: Importer, layer: Message, name: str) -> None:
+    imp._fail("Caffe layer type 'Deconvolution' is not supported by netdsl", layer.span_of("type"), name,
+              ["netdsl has no transposed convolution yet"])
+
+
+@converter("Pooling")
+def _pooling(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "pooling_param", name, {
+        "pool", "pad", "pad_h", "pad_w", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h",
+        "stride_w", "engine", "global_pooling", "round_mode"})
+    method = str(p.get("pool", "MAX"))
+    method = {"0": "MAX", "1": "AVE", "2": "STOCHASTIC"}.get(method, method)
+    if method not in ("MAX", "AVE"):
+        imp._fail(f"pooling method {method} is not supported by netdsl (MAX and AVE are)", p.span_of("pool"), name)
+    if _bool(p.get("global_pooling", False)):
+        if p.has("kernel_size") or p.has("kernel_h"):
+            imp._fail("global pooling takes no kernel size", p.span_of("kernel_size"), name)
+        imp.emit(layer, name, "global_maxpool" if method == "MAX" else "global_avgpool")
+        return
+    kernel = _axis_values(imp, p, "kernel_size", name, None)
+    if kernel is None:
+        imp._fail("pooling_param has no kernel_size (or kernel_h and kernel_w)", p.span, name)
+    stride = _axis_values(imp, p, "stride", name, 1)  # Caffe's default stride is 1, netdsl's the kernel
+    pad = _axis_values(imp, p, "pad", name, 0, minimum=0)
+    kwargs = {"stride": _pair_text(*stride)}
+    if pad != (0, 0):
+        kwargs["pad"] = _pair_text(*pad)
+    if str(p.get("round_mode", "CEIL")) in ("FLOOR", "1"):
+        kwargs["round"] = "floor"
+    imp.emit(layer, name, "maxpool" if method == "MAX" else "avgpool", [_pair_text(*kernel)], kwargs)
+
+
+@converter("LRN")
+def _lrn(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "lrn_param", name, {"local_size", "alpha", "beta", "norm_region", "k", "engine"})
+    region = str(p.get("norm_region", "ACROSS_CHANNELS"))
+    within = region in ("WITHIN_CHANNEL", "1")
+    kwargs = {"alpha": fmt(float(p.get("alpha", 1.0))), "beta": fmt(float(p.get("beta", 0.75)))}
+    comment = []
+    k = float(p.get("k", 1.0))
+    if within:
+        kwargs["region"] = "within"
+        if k != 1.0:
+            comment.append(f"k {fmt(k)} ignored: Caffe's within-channel LRN always adds 1")
+    elif k != 1.0:
+        kwargs["k"] = fmt(k)
+    stmt = imp.emit(layer, name, "lrn", [fmt(int(p.get("local_size", 5)))], kwargs)
+    _set_comment(stmt, comment)
+
+
+@converter("InnerProduct")
+def _inner_product(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "inner_product_param", name,
+                   {"num_output", "bias_term", "axis", "transpose", *FILLER_KEYS})
+    if p.get("num_output") is None:
+        imp._fail("inner_product_param.num_output is missing", p.span, name)
+    if p.get("axis", 1) != 1:
+        imp._fail(f"inner product over axis {p.get('axis')}: netdsl's fc flattens everything after the batch "
+                  "axis (axis 1)", p.span_of("axis"), name)
+    kwargs: dict[str, str] = {}
+    if not _bool(p.get("bias_term", True)):
+        kwargs["bias"] = "false"
+    comment: list[str] = []
+    if _bool(p.get("transpose", False)):
+        comment.append("Caffe stores this weight transposed")
+    _init_kwargs(kwargs, p, "weight_filler", "bias_filler", comment)
+    stmt = imp.emit(layer, name, "fc", [fmt(int(p.get("num_output")))], kwargs)
+    _set_comment(stmt, comment)
+
+
+@converter("ReLU")
+def _relu(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "relu_param", name, {"negative_slope", "engine"})
+    slope = float(p.get("negative_slope", 0.0))
+    imp.emit(layer, name, "relu", [], {"slope": fmt(slope)} if slope else {})
+
+
+def _plain(kind: str, param_key: str | None = None, known: set[str] = frozenset({"engine"})) -> Converter:
+    def convert(imp: Importer, layer: Message, name: str) -> None:
+        if param_key:
+            imp.params(layer, param_key, name, set(known))
+        imp.emit(layer, name, kind)
+    return convert
+
+
+converter("Sigmoid")(_plain("sigmoid", "sigmoid_param"))
+converter("TanH")(_plain("tanh", "tanh_param"))
+
+
+@converter("Softmax")
+def _softmax(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "softmax_param", name, {"axis", "engine"})
+    if p.get("axis", 1) != 1:
+        imp._fail(f"softmax over axis {p.get('axis')}: netdsl's softmax is over channels (axis 1)",
+                  p.span_of("axis"), name)
+    imp.emit(layer, name, "softmax")
+
+
+@converter("Dropout")
+def _dropout(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "dropout_param", name, {"dropout_ratio", "scale_train"})
+    if not _bool(p.get("scale_train", True)):
+        imp._fail("dropout_param.scale_train: false is not supported (netdsl scales while training)",
+                  p.span_of("scale_train"), name)
+    imp.emit(layer, name, "dropout", [fmt(float(p.get("dropout_ratio", 0.5)))])
+
+
+@converter("Flatten")
+def _flatten(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "flatten_param", name, {"axis", "end_axis"})
+    if p.get("axis", 1) != 1 or p.get("end_axis", -1) not in (-1, 3):
+        imp._fail("only Flatten of every axis after the batch axis is supported", p.span, name)
+    imp.emit(layer, name, "flatten")
+
+
+@converter("Power")
+def _power(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "power_param", name, {"power", "scale", "shift"})
+    kwargs = {}
+    for key, default in (("scale", 1.0), ("shift", 0.0)):
+        value = float(p.get(key, default))
+        if value != default:
+            kwargs[key] = fmt(value)
+    imp.emit(layer, name, "power", [fmt(float(p.get("power", 1.0)))], kwargs)
+
+
+@converter("Concat")
+def _concat(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "concat_param", name, {"axis", "concat_dim"})
+    if p.get("axis", p.get("concat_dim", 1)) != 1:
+        imp._fail("concatenation along an axis other than channels (axis 1) is not supported", p.span, name)
+    sources = imp.bottoms(layer, name, (1, None))
+    if len(sources) == 1:  # a one-input Concat copies its input
+        imp.blobs[imp.tops(layer, name)[0]] = sources[0]
+        return
+    imp.emit(layer, name, "concat", sources=sources)
+
+
+@converter("Eltwise")
+def _eltwise(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "eltwise_param", name, {"operation", "coeff", "stable_prod_grad"})
+    op = str(p.get("operation", "SUM"))
+    op = {"0": "PROD", "1": "SUM", "2": "MAX"}.get(op, op)
+    sources = imp.bottoms(layer, name, (2, None))
+    coeff = [float(c) for c in p.values("coeff")]
+    if coeff and op != "SUM":
+        imp._fail("coeff is only for operation SUM", p.span_of("coeff"), name)
+    if op == "SUM" and coeff and any(c != 1.0 for c in coeff):
+        if len(coeff) != len(sources):
+            imp._fail(f"{len(coeff)} coeff values for {len(sources)} bottoms", p.span_of("coeff"), name)
+        imp.emit(layer, name, "weighted_sum", [fmt(coeff)], sources=sources)
+        return
+    kinds = {"SUM": "add", "PROD": "multiply", "MAX": "maximum"}
+    if op not in kinds:
+        imp._fail(f"Eltwise operation {op} is not known (SUM, PROD, MAX)", p.span_of("operation"), name)
+    imp.emit(layer, name, kinds[op], sources=sources)
+
+
+@converter("Split")
+def _split(imp: Importer, layer: Message, name: str) -> None:
+    source = imp.bottoms(layer, name)[0]
+    for top in imp.tops(layer, name, None):
+        imp.blobs[top] = source
+
+
+@converter("Slice")
+def _slice(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "slice_param", name, {"axis", "slice_point", "slice_dim"})
+    if p.get("axis", p.get("slice_dim", 1)) != 1:
+        imp._fail("slicing along an axis other than channels (axis 1) is not supported", p.span, name)
+    source = imp.bottoms(layer, name)[0]
+    tops = imp.tops(layer, name, None)
+    channels = imp.channels_of(source)
+    points = [int(v) for v in p.values("slice_point")]
+    if points and len(points) != len(tops) - 1:
+        imp._fail(f"{len(points)} slice points for {len(tops)} tops (need {len(tops) - 1})",
+                  p.span_of("slice_point"), name)
+    if not points:
+        if channels is None or channels % len(tops):
+            imp._fail(f"cannot split {channels if channels else 'an unknown number of'} channels evenly into "
+                      f"{len(tops)} tops; give slice_point", p.span, name)
+        step = channels // len(tops)
+        points = [step * i for i in range(1, len(tops))]
+    bounds = [0, *points, channels if channels is not None else None]
+    for i, top in enumerate(tops):
+        end = bounds[i + 1]
+        if end is None:
+            imp._fail("the last slice needs the input's channel count, which the importer could not tell",
+                      p.span, name, ["give the input a shape, or slice with an Input layer before it"])
+        node = imp.namer.claim(top)
+        stmt = Stmt(node, "slice", [fmt(bounds[i]), fmt(end)], sources=[source], caffe_name=name,
+                    comment=f"top '{top}' of Slice '{name}'")
+        imp.add(stmt)
+        imp.blobs[top] = node
+
+
+@converter("BatchNorm")
+def _batchnorm(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "batch_norm_param", name, {"use_global_stats", "moving_average_fraction", "eps"})
+    kwargs = {"affine": "false"}
+    eps = float(p.get("eps", 1e-5))
+    if eps != 1e-5:
+        kwargs["eps"] = fmt(eps)
+    fraction = float(p.get("moving_average_fraction", 0.999))
+    kwargs["momentum"] = fmt(round(1.0 - fraction, 10))
+    stmt = imp.emit(layer, name, "batchnorm", [], kwargs)
+    imp.unfused_bn.add(stmt.name)
+
+
+@converter("Scale")
+def _scale(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "scale_param", name, {"axis", "num_axes", "filler", "bias_term", "bias_filler"})
+    if p.get("axis", 1) != 1 or p.get("num_axes", 1) != 1:
+        imp._fail("only a Scale with one factor per channel (axis 1, num_axes 1) is supported", p.span, name)
+    source = imp.bottoms(layer, name, (1, 2))
+    if len(source) == 2:
+        imp._fail("a Scale with two bottoms (the factors as an input) is not supported", layer.span, name)
+    bias = _bool(p.get("bias_term", False))
+    target = next((s for s in imp.stmts if s.name == source[0]), None)
+    # BatchNorm + Scale is Caffe's spelling of an affine batch norm; fold it when nothing else read the
+    # normalised values in between.
+    if bias and target is not None and target.name in imp.unfused_bn and imp.consumed.get(target.name, 0) == 0:
+        target.kwargs.pop("affine")  # netdsl's batchnorm is affine by default
+        imp.unfused_bn.discard(target.name)
+        imp.blobs[imp.tops(layer, name)[0]] = target.name
+        imp.fused[name] = target.name
+        target.comment = "; ".join(c for c in (target.comment, f"with Caffe Scale '{name}' folded in") if c)
+        return
+    imp.emit(layer, name, "scale", [], {"bias": "true"} if bias else {})
+
+
+# ------------------------------------------------------------------------------ data layers
+
+@converter("Input")
+def _input(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "input_param", name, {"shape"})
+    shapes = p.messages("shape")
+    tops = imp.tops(layer, name, None)
+    if not shapes:
+        imp._fail("input_param has no shape", p.span, name)
+    if len(shapes) not in (1, len(tops)):
+        imp._fail(f"{len(shapes)} shapes for {len(tops)} tops", p.span, name)
+    for i, top in enumerate(tops):
+        shape = shapes[i if len(shapes) > 1 else 0]
+        dims = shape.values("dim")
+        batch = f"batch {dims[0]}" if dims else ""
+        imp.add_input(top, dims, shape.span, f"Input '{name}'" + (f", {batch}" if batch else ""))
+
+
+@converter("Data", "ImageData", "WindowData", "HDF5Data", "MemoryData", "DummyData")
+def _data(imp: Importer, layer: Message, name: str) -> None:
+    ltype = imp._type(layer, name)
+    tops = imp.tops(layer, name, None)
+    if not tops:
+        imp._fail("a data layer without a top", layer.span, name)
+    shape, how = _data_shape(imp, layer, name, ltype)
+    if shape is None and imp.options.input_shape and not any(s.kind == "input" for s in imp.stmts):
+        shape, how = tuple(imp.options.input_shape), "from --input-shape"
+    if shape is None:
+        source = _data_source(layer)
+        imp._fail(f"{ltype} layer reads its images from {source or 'a database'} and the prototxt does not "
+                  "say their size", layer.span_of("type"), name,
+                  ["give it on the command line: --input-shape CxHxW (for example 3x224x224)"])
+    imp.add_input(tops[0], [1, *shape], layer.span, f"{ltype} '{name}' ({imp.options.phase}): {how}")
+    for label in tops[1:]:
+        imp.labels.add(label)
+    imp.notes.extend(_preprocessing(layer, name))
+
+
+def _data_source(layer: Message) -> str | None:
+    for key in ("data_param", "image_data_param", "window_data_param", "hdf5_data_param"):
+        p = layer.message(key)
+        if p is not None and p.get("source"):
+            return f"'{p.get('source')}'"
+    return None
+
+
+def _data_shape(imp: Importer, layer: Message, name: str, ltype: str) -> tuple[tuple[int, ...] | None, str]:
+    if ltype == "MemoryData":
+        p = layer.message("memory_data_param") or Message("memory_data_param")
+        dims = [int(p.get(k, 0)) for k in ("channels", "height", "width")]
+        return (tuple(dims), "memory_data_param channels x height x width") if min(dims) > 0 else (None, "")
+    if ltype == "DummyData":
+        p = layer.message("dummy_data_param") or Message("dummy_data_param")
+        shapes = p.messages("shape")
+        if shapes:
+            dims = [int(d) for d in shapes[0].values("dim")]
+            return (tuple(dims[1:]), "dummy_data_param shape") if len(dims) in (2, 4) else (None, "")
+        dims = [int(v[0]) for v in (p.values(k) for k in ("channels", "height", "width")) if v]
+        return (tuple(dims), "dummy_data_param") if len(dims) == 3 else (None, "")
+    transform = layer.message("transform_param") or Message("transform_param")
+    params = next((layer.message(k) for k in ("data_param", "image_data_param", "window_data_param")
+                   if layer.message(k) is not None), Message("data_param"))
+    crop = int(transform.get("crop_size", 0) or params.get("crop_size", 0))
+    source = str(params.get("source", "")).lower()
+    known = next(((key, shape) for key, shape in KNOWN_DATASETS.items() if key in source), None)
+    gray = _bool(transform.get("force_gray", False)) or not _bool(params.get("is_color", True))
+    channels = 1 if gray else known[1][0] if known else 3
+    if crop:
+        why = f"crop_size {crop}"
+        if not known and not gray:
+            why += ", 3 channels (colour images, Caffe's default)"
+        elif known:
+            why += f", channels of Caffe's {known[0]} example"
+        return (channels, crop, crop), why
+    height, width = int(params.get("new_height", 0)), int(params.get("new_width", 0))
+    if ltype == "ImageData" and height and width:
+        return (channels, height, width), f"new_height x new_width, {channels} channel(s)"
+    if known:
+        shape = known[1] if not gray else (1, *known[1][1:])
+        return shape, f"size of Caffe's {known[0]} example data (the prototxt does not give it)"
+    return None, ""
+
+
+def _preprocessing(layer: Message, name: str) -> list[str]:
+    transform = layer.message("transform_param")
+    if transform is None or not transform.fields:
+        return []
+    parts = [f"{f.key} {_value_text(f.value)}" for f in transform if not isinstance(f.value, Message)]
+    return [f"input preprocessing of '{name}' (not part of the network): " + ", ".join(parts)] if parts else []
+
+
+def _value_text(value) -> str:
+    if isinstance(value, str) and not isinstance(value, Word):
+        return '"' + value + '"'
+    return fmt(value)
+
+
+def _bool(value) -> bool:
+    if isinstance(value, str):
+        return value.lower() in ("true", "t", "1", "yes")
+    return bool(value)
+
+
+# ------------------------------------------------------------------------------------- API
+
+def import_prototxt(text: str, name: str = "<prototxt>", options: ImportOptions | None = None) -> ImportedNet:
+    """Convert Caffe prototxt text into a netdsl spec. Raises CaffeImportError with every problem."""
+    source = Source(text.removeprefix("\ufeff"), name)
+    try:
+        root = parse_prototxt(source.text)
+    except ProtoSyntaxError as err:
+        raise CaffeImportError(source, [err.diagnostic]) from None
+    options = options or ImportOptions()
+    if options.phase not in PHASES:
+        raise ValueError(f"phase must be TRAIN or TEST, not {options.phase}")
+    if _is_solver(root):
+        return _import_solver(root, source, options)
+    return Importer(root, source, options).run()
+
+
+def import_message(root: Message, name: str, options: ImportOptions | None = None) -> ImportedNet:
+    """Convert an already parsed NetParameter (for example one read from a .caffemodel)."""
+    return Importer(root, Source("", name), options or ImportOptions()).run()
+
+
+def import_file(path: str | Path, options: ImportOptions | None = None) -> ImportedNet:
+    """Read and convert a .prototxt file; UsageError when it cannot be read."""
+    try:
+        source = read_spec(path)
+    except SourceError as err:
+        raise UsageError(f"{err.name}: {err.message}") from None
+    return import_prototxt(source.text, source.name, options)
+
+
+def _is_solver(root: Message) -> bool:
+    return not root.has("layer") and not root.has("layers") and any(
+        root.has(k) for k in ("net", "train_net", "net_param", "train_net_param", "base_lr"))
+
+
+def _import_solver(root: Message, source: Source, options: ImportOptions) -> ImportedNet:
+    """A solver file: import the net it trains, and keep its settings as comments."""
+    settings = [f"{f.key}: {_value_text(f.value)}" for f in root if not isinstance(f.value, Message)]
+    inline = root.message("net_param") or root.message("train_net_param")
+    if inline is not None:
+        net = Importer(inline, source, options).run()
+    else:
+        ref = root.field("net") or root.field("train_net")
+        if ref is None:
+            raise CaffeImportError(source, [Diagnostic("error", "this solver names no net (`net:`)", root.span,
+                                                       code="caffe-import")])
+        net = import_file(_find_net(str(ref.value), source, ref), options)
+    header = ["# Caffe solver " + Path(source.name).name + " (its settings, for `netdsl train`):"]
+    header += [f"#   {s}" for s in settings]
+    net.spec = "\n".join(header) + "\n" + net.spec
+    return net
+
+
+def _find_net(ref: str, source: Source, where: Field) -> Path:
+    """Solvers name their net relative to Caffe's root; look beside the solver and above it."""
+    base = Path(source.name).resolve().parent
+    flat = ref.replace("/", "__")
+    candidates = [base / ref, base / Path(ref).name, base / flat]
+    candidates += [parent / ref for parent in base.parents]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise CaffeImportError(source, [Diagnostic(
+        "error", f"the solver's net '{ref}' is not found", where.span, code="caffe-import",
+        notes=[f"looked for {ref} beside the solver and in the folders above it, and for {flat} beside it"])])
