@@ -72,5 +72,9 @@ from .draw import draw  # noqa: E402  (it imports load_or_exit from here)
 
 main.add_command(draw)
 
+from .caffe import import_cmd  # noqa: E402
+
+main.add_command(import_cmd)
+
 if __name__ == "__main__":
     main()

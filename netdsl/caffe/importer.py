@@ -354,6 +354,24 @@ class Importer:
             return None
         return shape
 
+    def _hoist_inits(self) -> list[tuple[str, str]]:
+        """Fillers shared by every conv (or fc) move into `defaults`; the odd ones out stay on their line."""
+        hoisted = []
+        for kind in ("conv", "fc"):
+            stmts = [s for s in self.stmts if s.kind == kind]
+            for key in ("weight_init", "bias_init"):
+                if len(stmts) < 2 or any(key not in s.kwargs for s in stmts):
+                    continue  # a layer without a filler must keep netdsl's default
+                values = [s.kwargs[key] for s in stmts]
+                common = max(dict.fromkeys(values), key=values.count)
+                if values.count(common) < 2:
+                    continue
+                hoisted.append((f"{kind}.{key}", common))
+                for s in stmts:
+                    if s.kwargs[key] == common:
+                        del s.kwargs[key]
+        return hoisted
+
     def channels_of(self, node: str) -> int | None:
         """The channels of a layer emitted so far, by checking the spec up to it."""
         from ..api import loads
@@ -370,7 +388,9 @@ class Importer:
                  "# Caffe semantics are kept exactly: see the defaults below. Names netdsl cannot spell",
                  "# are rewritten, with the Caffe name in a comment.", ""]
         title = str(name).replace('"', "'")
-        lines += [f'net {sanitize(name)} "{title}"', "", DEFAULTS_BLOCK, ""]
+        hoisted = self._hoist_inits()
+        defaults = DEFAULTS_BLOCK[:-1] + "".join(f"    {k} = {v}\n" for k, v in hoisted) + "}"
+        lines += [f'net {sanitize(name)} "{title}"', "", defaults, ""]
         body, previous = [], None
         for stmt in self.stmts:
             text = stmt.render(previous)
