@@ -143,7 +143,8 @@ def _signature(graph: Graph, unit: _Unit) -> tuple | None:
         return None
     names = {n.name for n in unit.nodes}
     layers_sig = tuple(
-        (_local_name(unit, n), n.kind, repr(n.params), n.cross,
+        (_local_name(unit, n), n.kind, repr(n.params), n.cross, n.meta.get("tower_groups"),
+         n.meta.get("reads_all_towers"),
          tuple(_local_name(unit, graph.node(i)) if i in names else "<in>" for i in n.inputs))
         for n in unit.nodes)
     return (graph.blocks.get(unit.block), unit.nodes[0].towers, layers_sig)
