@@ -51,6 +51,14 @@ class Net:
         self.raise_for_errors()
         return Report.build(self.graph)
 
+    def to_torch(self, devices=None, *, seed: int | None = None, logits: bool = False,
+                 channels_last: bool = False, compile: bool = False, amp: str | None = None):
+        """Lower to a torch.nn.Module (netdsl.lower.LoweredNet); the contract is in docs/lowering.md."""
+        self.raise_for_errors()
+        from .lower import lower  # torch is imported only here: `check` and `draw` never need it
+        return lower(self.graph, devices, seed=seed, logits=logits, channels_last=channels_last,
+                     compile=compile, amp=amp)
+
     def render_diagnostics(self) -> str:
         return "\n\n".join(d.render(self.source) for d in self.diagnostics)
 
