@@ -37,6 +37,7 @@ Install Graphviz, then run the command again:
   macOS:          brew install graphviz
   conda:          conda install -c conda-forge graphviz
   Windows:        winget install graphviz   (then add its bin folder to PATH)
+(`pip install graphviz` installs only the Python bindings, not the `dot` program.)
 `.dot` output needs no Graphviz: netdsl draw SPEC -o net.dot"""
 
 FONT = "Helvetica"
@@ -224,8 +225,14 @@ def _text(text: str) -> str:
 
 def _html(title: str, kind: str, lines: list[str]) -> str:
     head = f"<b>{_text(title)}</b>" + (f'  <font color="{MUTED}">{_text(kind)}</font>' if kind else "")
-    body = "".join(f'<br/><font point-size="10">{_text(line)}</font>' for line in lines if line)
-    return f"<{head}{body}>"
+    return _rows([head] + [f'<font point-size="10">{_text(line)}</font>' for line in lines if line])
+
+
+def _rows(cells: list[str]) -> str:
+    """An HTML-like label, one table row per line: with plain <br/> lines, cairo draws an underscore
+    of one line across the top of the next."""
+    rows = "".join(f"<tr><td>{cell}</td></tr>" for cell in cells)
+    return f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="1">{rows}</table>>'
 
 
 def layer_label(graph: Graph, node: Node, counts: bool) -> str:
@@ -372,7 +379,7 @@ def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool 
     owner = {n.name: box for box in boxes for n in box.nodes}
     dot = graphviz.Digraph(graph.name, graph_attr=_graph_attrs(graph, rankdir.upper(), counts),
                            node_attr={"shape": "box", "style": "rounded,filled", "fontname": FONT,
-                                      "fontsize": "12", "color": "#444444", "margin": "0.12,0.05"},
+                                      "fontsize": "12", "color": "#444444", "margin": "0.1,0.03"},
                            edge_attr={"fontname": FONT, "fontsize": "10", "fontcolor": MUTED,
                                       "color": "#555555", "arrowsize": "0.7"})
     root = _Cluster("", "", {})
@@ -394,11 +401,11 @@ def _graph_attrs(graph: Graph, rankdir: str, counts: bool) -> dict[str, str]:
         total_macs = sum(n.meta.get("macs", 0) for n in graph)
         lines.append(f"{total_params:,} parameters · {total_macs:,} multiply-adds per image")
     if graph.towers:
-        lines.append("inside a tower: channels and parameters per tower; "
-                     "dashed red: reads every tower")
-    title = f"<b>{_text(lines[0])}</b>" + "".join(
-        f'<br/><font point-size="11" color="{MUTED}">{_text(line)}</font>' for line in lines[1:])
-    return {"rankdir": rankdir, "label": f"<{title}>", "labelloc": "t", "fontname": FONT,
+        per_tower = "channels and parameters" if counts else "channels"
+        lines.append(f"inside a tower: {per_tower} per tower; dashed red: reads every tower")
+    title = _rows([f"<b>{_text(lines[0])}</b>"]
+                  + [f'<font point-size="11" color="{MUTED}">{_text(line)}</font>' for line in lines[1:]])
+    return {"rankdir": rankdir, "label": title, "labelloc": "t", "fontname": FONT,
             "fontsize": "16", "nodesep": "0.3", "ranksep": "0.3", "newrank": "true",
             "bgcolor": "white", "pad": "0.2"}
 
@@ -409,7 +416,7 @@ def _node_attrs(graph: Graph, box: Box, counts: bool, calls: dict[str, str], out
     if box.folded:
         attrs.update(fillcolor=FILL_BLOCK, penwidth="1.5")
         if box.count > 1:
-            attrs.update(shape="box3d", style="filled", margin="0.2,0.08")
+            attrs.update(shape="box3d", style="filled", margin="0.16,0.05")
     elif kind == "input":
         attrs.update(fillcolor=FILL["input"], penwidth="2", style="filled,bold")
     elif box.nodes[-1].name in outputs:
