@@ -170,6 +170,7 @@ class Importer:
     def run(self) -> ImportedNet:
         self._net_inputs()
         layers = self.root.messages("layer") or self.root.messages("layers")
+        self.silenced = _silenced(layers)
         if not layers and not self.stmts:
             self._error("this file defines no layers (no `layer { ... }`)", self.root.span,
                         notes=["is it a Caffe net (.prototxt with layer blocks)?"])
@@ -406,6 +407,15 @@ class Importer:
                       "# `netdsl train` brings its own loss). For inference they are not needed:"]
             lines += [f"#   {d}" for d in self.left_out]
         return "\n".join(lines) + "\n"
+
+
+def _silenced(layers: list[Message]) -> set[str]:
+    """Blobs that only Silence layers read (a Slice's unused parts): no layer needs to make them."""
+    silenced, read = set(), set()
+    for layer in layers:
+        target = silenced if str(layer.get("type")) in ("Silence", "SILENCE") else read
+        target.update(str(b) for b in layer.values("bottom"))
+    return silenced - read
 
 
 def _phase_name(value) -> str:
@@ -709,6 +719,8 @@ def _slice(imp: Importer, layer: Message, name: str) -> None:
         points = [step * i for i in range(1, len(tops))]
     bounds = [0, *points, channels if channels is not None else None]
     for i, top in enumerate(tops):
+        if top in imp.silenced:
+            continue
         end = bounds[i + 1]
         if end is None:
             imp._fail("the last slice needs the input's channel count, which the importer could not tell",
