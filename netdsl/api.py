@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .diagnostics import Diagnostic
+from .diagnostics import MAX_SHOWN, Diagnostic
 from .elaborate import elaborate
 from .ir import Graph
 from .passes import count_costs, infer_shapes, place_towers
@@ -59,8 +59,11 @@ class Net:
         return lower(self.graph, devices, seed=seed, logits=logits, channels_last=channels_last,
                      compile=compile, amp=amp)
 
-    def render_diagnostics(self) -> str:
-        return "\n\n".join(d.render(self.source) for d in self.diagnostics)
+    def render_diagnostics(self, limit: int = MAX_SHOWN) -> str:
+        shown = [d.render(self.source) for d in self.diagnostics[:limit]]
+        if len(self.diagnostics) > limit:
+            shown.append(f"... and {len(self.diagnostics) - limit} more (fix these first)")
+        return "\n\n".join(shown)
 
     def summary(self) -> str:
         return self.report.to_text()

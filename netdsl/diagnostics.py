@@ -8,6 +8,8 @@ from typing import Iterable, Literal
 from .source import Source, Span
 
 Severity = Literal["error", "warning"]
+SHOWN_LINE = 160  # characters of a source line shown under a diagnostic
+MAX_SHOWN = 50  # diagnostics printed in full; the rest are counted
 
 
 @dataclass
@@ -27,12 +29,17 @@ class Diagnostic:
         if self.span and source:
             text = source.line(self.span.line)
             if text:
-                gutter = f"{self.span.line:>5} | "
-                width = 1
+                column, width = self.span.column, 1
                 if self.span.end_line == self.span.line:
                     width = max(1, self.span.end_column - self.span.column)
+                if len(text) > SHOWN_LINE:  # show a window of a very long line around the caret
+                    start = max(0, column - 1 - SHOWN_LINE // 2)
+                    text = ("..." if start else "") + text[start:start + SHOWN_LINE] + "..."
+                    column -= start - (3 if start else 0)
+                    width = min(width, SHOWN_LINE)
+                gutter = f"{self.span.line:>5} | "
                 lines.append(gutter + text.replace("\t", " "))
-                lines.append(" " * (len(gutter) - 2) + "| " + " " * (self.span.column - 1) + "^" * width)
+                lines.append(" " * (len(gutter) - 2) + "| " + " " * (column - 1) + "^" * width)
         lines += [f"      = {note}" for note in self.notes]
         return "\n".join(lines)
 

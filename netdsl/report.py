@@ -103,7 +103,8 @@ class Report:
                 lines.append(f"  {n.name:<{width}}  {what:<18} {fmt_shape(n.meta['in_shapes'][0]):>10}  "
                              f"{b:>10,} B")
             lines.append(f"  {'total':<{width}}  {'':<18} {'':>10}  {self.total_cross_bytes:>10,} B")
-        outputs = ", ".join(f"{n.name} {fmt_shape(n.shape)}" for n in g.outputs() if n.shape is not None)
+        outputs = ", ".join(f"{n.name} {fmt_shape(n.shape)}" for n in g.outputs() or g.inputs()
+                            if n.shape is not None)
         lines += ["", f"output: {outputs}"]
         return "\n".join(lines)
 

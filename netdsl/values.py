@@ -118,6 +118,9 @@ class ParamType:
         raise NotImplementedError
 
 
+MAX_INT = 2**31 - 1  # sizes beyond this are never meant, and no tensor library indexes them
+
+
 @dataclass
 class IntType(ParamType):
     minimum: int | None = 1
@@ -130,6 +133,8 @@ class IntType(ParamType):
             raise SpecError(f"expected {self.name}, got {describe(value)}")
         if self.minimum is not None and value < self.minimum:
             raise SpecError(f"must be at least {self.minimum}, got {value}")
+        if value > MAX_INT:
+            raise SpecError(f"must be at most {MAX_INT:,}, got {value:,}")
         return value
 
 
