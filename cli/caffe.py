@@ -85,3 +85,56 @@ def _summary(src: str, output: str | None, imported: ImportedNet, net: netdsl.Ne
     if imported.left_out:
         click.echo(f"left out (phase {imported.phase}; training, loss and accuracy layers): "
                    + ", ".join(d.split(" (")[0] for d in imported.left_out), err=True)
+
+
+@click.command("import-weights")
+@click.argument("caffemodel", type=click.Path(dir_okay=False))
+@click.option("--spec", type=click.Path(dir_okay=False),
+              help="The netdsl spec the weights are for (default: the net stored in the caffemodel).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Where to write the PyTorch state dict (default: CAFFEMODEL with .pt).")
+@click.option("--write-spec", type=click.Path(dir_okay=False),
+              help="Without --spec: also write the spec imported from the caffemodel's own net.")
+@click.option("--input-shape", metavar="CxHxW", help="Without --spec: as for `netdsl import`.")
+def import_weights_cmd(caffemodel: str, spec: str | None, output: str | None, write_spec: str | None,
+                       input_shape: str | None) -> None:
+    """Load Caffe-trained weights (.caffemodel) into the lowered PyTorch module and save its state dict.
+
+    Layers match by name, Caffe names spelled as `netdsl import` spells them; a BatchNorm's Scale fills
+    the batchnorm's weight and bias. The result loads with `model.load_state_dict(torch.load(FILE))`
+    and wherever netdsl takes --weights.
+    """
+    from netdsl.caffe.weights import CaffeWeightsError, load_caffemodel, read_caffemodel, spec_from_caffemodel
+
+    try:
+        message = read_caffemodel(caffemodel)
+        if spec:
+            from .main import load_or_exit
+            net = load_or_exit(spec)
+        else:
+            imported = spec_from_caffemodel(message, ImportOptions("TEST", parse_shape(input_shape)), caffemodel)
+            net = netdsl.loads(imported.spec, write_spec or f"<net in {Path(caffemodel).name}>")
+            if write_spec:
+                _write(Path(write_spec), imported.spec)
+            if not net.ok:
+                click.echo(net.render_diagnostics(), err=True)
+                sys.exit(EXIT_SPEC_ERROR)
+        module = load_caffemodel(net, message, name=caffemodel)
+    except UsageError as err:
+        raise click.UsageError(str(err)) from None
+    except CaffeImportError as err:
+        click.echo(err.render(), err=True)
+        sys.exit(EXIT_SPEC_ERROR)
+    except CaffeWeightsError as err:
+        click.echo(f"error: {err}", err=True)
+        click.echo(f"\n{caffemodel}: the weights do not fit {net.source.name}; nothing written", err=True)
+        sys.exit(EXIT_SPEC_ERROR)
+    import torch
+    out = Path(output) if output else Path(caffemodel).with_suffix(".pt")
+    state = module.state_dict()
+    try:
+        torch.save(state, out)
+    except OSError as err:
+        raise click.UsageError(f"cannot write {out}: {err.strerror or err}") from None
+    count = sum(t.numel() for k, t in state.items() if not k.endswith("num_batches_tracked"))
+    click.echo(f"{caffemodel} -> {out}: {len(state)} tensors, {count:,} values, for {net.graph.name}", err=True)

@@ -72,9 +72,10 @@ from .draw import draw  # noqa: E402  (it imports load_or_exit from here)
 
 main.add_command(draw)
 
-from .caffe import import_cmd  # noqa: E402
+from .caffe import import_cmd, import_weights_cmd  # noqa: E402
 
 main.add_command(import_cmd)
+main.add_command(import_weights_cmd)
 
 if __name__ == "__main__":
     main()
