@@ -2,6 +2,7 @@
 
 out = (in + pad_before + pad_after - dilation*(k-1) - 1) / stride + 1, rounded floor or ceil.
 Caffe's pooling clip: with padding, a last window starting at or past in + pad_before is dropped.
+A ceil-rounded window that would start past the padded input (stride > kernel) is never counted.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class Window:
     def out(self) -> int:
         steps = (self.padded - self.span) / self.stride
         n = (math.ceil(steps) if self.rounding == "ceil" else math.floor(steps)) + 1
+        if n > 1 and (n - 1) * self.stride >= self.padded:  # ceil with stride > kernel: it would read only padding
+            n -= 1
         if self.clip and (self.before or self.after) and n > 1 and (n - 1) * self.stride >= self.size + self.before:
             n -= 1
         return n
