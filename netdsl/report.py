@@ -92,7 +92,7 @@ class Report:
                   f"  activations  {_bytes(self.total_activation_bytes):>15}   per image: every layer's output, "
                   "fp32, forward"]
         if self.towers:
-            lines += ["", "per tower" + "".join(f"  ({t.name}: {t.count} towers)" for t in g.towers.values())]
+            lines += ["", "per tower (" + ", ".join(f"{t.name}: {t.count}" for t in g.towers.values()) + ")"]
             width = max(len(k) for k in self.towers)
             lines.append(f"  {'':<{width}}  {'params':>12}  {'MACs':>13}  {'memory':>10}")
             for key, t in self.towers.items():
@@ -112,15 +112,21 @@ class Report:
         kind = layers.lookup(n.kind)
         ins = " + ".join(fmt_shape(s) for s in n.meta.get("in_shapes", []))
         io = f"{ins} -> {fmt_shape(n.shape)}" if ins else fmt_shape(n.shape)
-        tower = "-"
-        if n.towers:
-            tower = "cross" if n.meta.get("reads_all_towers") else (
-                "repl" if n.meta.get("placement") == "replicated" else "local")
+        tower = tower_mode(n) or "-"
         config = kind.label(n) if n.kind != "input" else ""
         rf = n.meta.get("rf")
         rf_text = "all" if rf is None else (str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}")
         return [n.name, n.kind, tower, io, config, _int(n.meta["params"]), _int(n.meta["macs"]),
                 _bytes(n.meta["activation_bytes"]), rf_text]
+
+
+def tower_mode(n: Node) -> str | None:
+    """cross: reads every tower; local: only its own; replicated: a whole tensor on every tower."""
+    if not n.towers:
+        return None
+    if n.cross:
+        return "cross"
+    return "replicated" if n.meta.get("placement") == "replicated" else "local"
 
 
 def _tower_key(graph: Graph, split: str, index: int) -> str:
@@ -135,7 +141,7 @@ def _layer_dict(n: Node) -> dict[str, Any]:
         "output_shape": list(n.shape), "params": n.meta["params"], "macs": n.meta["macs"],
         "flops": n.meta["flops"], "activation_bytes": n.meta["activation_bytes"],
         "receptive_field": rf, "towers": n.towers,
-        "tower_mode": ("cross" if n.meta.get("reads_all_towers") else n.meta.get("placement")) if n.towers else None,
+        "tower_mode": tower_mode(n),
         "groups": n.params.get("groups", 1) * n.meta.get("tower_groups", 1) if "groups" in n.params else None,
         "config": layers.lookup(n.kind).label(n) if n.kind != "input" else "",
         "line": n.span.line if n.span else None,

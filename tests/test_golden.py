@@ -57,7 +57,7 @@ def test_alexnet_towers(cli):
     data = check_json(cli, "alexnet.net")
     layers = {layer["name"]: layer for layer in data["layers"]}
     assert [layers[n]["groups"] for n in ("conv1", "conv2", "conv3", "conv4", "conv5")] == [1, 2, 1, 2, 2]
-    assert {n for n, l in layers.items() if l["tower_mode"] == "cross"} == {"conv3", "fc6", "fc7", "fc8"}
+    assert {n for n, l in layers.items() if l["tower_mode"] == "cross"} == {"conv1", "conv3", "fc6", "fc7", "fc8"}
     assert data["towers"]["tower 0"]["params"] == data["towers"]["tower 1"]["params"] == 60_965_224 // 2
     # conv3 reads the other tower's 128x13x13 half: each tower sends its half to the other
     assert data["cross_tower_bytes"]["conv3"] == 256 * 13 * 13 * 4
