@@ -68,61 +68,206 @@ def pair(p: dict, key: str, default: int | None) -> tuple[int, int]:
     return values[0], values[-1]
 
 
+def input_shapes(net: dict) -> dict[str, tuple]:
+    """Net-level `input` with `input_shape` or `input_dim` (per sample)."""
+    out = {}
+    for i, name in enumerate(net.get("input", [])):
+        dims = net["input_shape"][i]["dim"] if "input_shape" in net else net["input_dim"][4 * i:4 * i + 4]
+        out[name] = tuple(dims[1:])
+    return out
+
+
+def pool_windows(n: int, k: int, s: int, pad: int) -> list[tuple[int, int, int]]:
+    """Caffe's pooling windows along one axis: (start, end, divisor extent), ceil rounding + clip."""
+    out = math.ceil((n + 2 * pad - k) / s) + 1
+    if pad and (out - 1) * s >= n + pad:
+        out -= 1
+    windows = []
+    for i in range(out):
+        start = i * s - pad
+        end = min(start + k, n + pad)
+        windows.append((max(start, 0), min(end, n), end - start))
+    return windows
+
+
+class CaffeRef:
+    """Walks a net as Caffe does in one phase: top shapes per layer, learnable parameter count and,
+    when given inputs and blobs, every blob's values (torch tensors, batch first)."""
+
+    def __init__(self, net: dict, phase: str = "TEST", inputs: dict | None = None, weights: dict | None = None):
+        self.net, self.phase, self.weights = net, phase, weights or {}
+        self.shapes: dict[str, tuple] = input_shapes(net)
+        self.values: dict = dict(inputs or {})
+        self.tops: dict[str, tuple] = {}
+        self.blob_shapes: dict[str, list[tuple]] = {}
+        self.params = 0
+        for layer in net.get("layer", []):
+            rules = layer.get("include", [])
+            if rules and not any(one(r, "phase", phase) == phase for r in rules):
+                continue
+            kind = one(layer, "type")
+            if kind.endswith("Loss") or kind in ("Accuracy", "Silence"):
+                continue
+            self.layer(layer, kind)
+
+    def layer(self, layer: dict, kind: str) -> None:
+        name, bottoms, tops = one(layer, "name"), layer.get("bottom", []), layer.get("top", [])
+        ins = [self.shapes[b] for b in bottoms]
+        xs = [self.values[b] for b in bottoms] if self.values and all(b in self.values for b in bottoms) else None
+        shapes, values = getattr(self, kind)(layer, name, ins, xs)
+        for i, top in enumerate(tops):
+            self.shapes[top] = shapes[i] if isinstance(shapes, list) else shapes
+            if values is not None:
+                self.values[top] = values[i] if isinstance(values, list) else values
+        if tops and kind not in ("Data", "ImageData", "Input"):
+            self.tops[name] = self.shapes[tops[0]] if not isinstance(shapes, list) else shapes
+
+    def learn(self, name: str, *shapes: tuple) -> list:
+        self.blob_shapes[name] = list(shapes)
+        return self.weights.get(name, [None] * len(shapes))
+
+    # --------------------------------------------------------------------- data
+    def Input(self, layer, name, ins, xs):
+        return [tuple(s["dim"][1:]) for s in one(layer, "input_param")["shape"]], None
+
+    def Data(self, layer, name, ins, xs):
+        crop = one(one(layer, "transform_param", {}), "crop_size", 0)
+        return [(3, crop, crop) if crop else (1, 28, 28), ()], None  # MNIST's database holds 28x28
+
+    ImageData = Data
+
+    # --------------------------------------------------------------- with weights
+    def Convolution(self, layer, name, ins, xs):
+        import torch.nn.functional as F
+        p = one(layer, "convolution_param")
+        (kh, kw), (sh, sw), (ph, pw) = pair(p, "kernel_size", None), pair(p, "stride", 1), pair(p, "pad", 0)
+        d, g, out = one(p, "dilation", 1), one(p, "group", 1), one(p, "num_output")
+        c, h, w = ins[0]
+        bias = one(p, "bias_term", "true") == "true"
+        shape = (out, (h + 2 * ph - d * (kh - 1) - 1) // sh + 1, (w + 2 * pw - d * (kw - 1) - 1) // sw + 1)
+        blobs = self.learn(name, (out, c // g, kh, kw), *([(out,)] if bias else []))
+        self.params += out * (c // g) * kh * kw + (out if bias else 0)
+        if xs is None:
+            return shape, None
+        return shape, F.conv2d(xs[0], blobs[0], blobs[1] if bias else None, (sh, sw), (ph, pw), d, g)
+
+    def InnerProduct(self, layer, name, ins, xs):
+        out = one(one(layer, "inner_product_param"), "num_output")
+        n = math.prod(ins[0])
+        blobs = self.learn(name, (out, n), (out,))
+        self.params += out * n + out
+        return (out,), None if xs is None else xs[0].flatten(1) @ blobs[0].T + blobs[1]
+
+    def BatchNorm(self, layer, name, ins, xs):
+        eps = one(one(layer, "batch_norm_param", {}), "eps", 1e-5)
+        c = ins[0][0]
+        blobs = self.learn(name, (c,), (c,), (1,))
+        if xs is None:
+            return ins[0], None
+        factor = 0 if blobs[2].item() == 0 else 1 / blobs[2].item()
+        mean, var = (b.view(1, -1, 1, 1) * factor for b in blobs[:2])
+        return ins[0], (xs[0] - mean) / (var + eps).sqrt()
+
+    def Scale(self, layer, name, ins, xs):
+        c = ins[0][0]
+        bias = one(one(layer, "scale_param", {}), "bias_term") == "true"
+        blobs = self.learn(name, (c,), *([(c,)] if bias else []))
+        self.params += c * (2 if bias else 1)
+        if xs is None:
+            return ins[0], None
+        out = xs[0] * blobs[0].view(1, -1, 1, 1)
+        return ins[0], out + blobs[1].view(1, -1, 1, 1) if bias else out
+
+    # ---------------------------------------------------------------- windows
+    def Pooling(self, layer, name, ins, xs):
+        import torch
+        p = one(layer, "pooling_param")
+        c, h, w = ins[0]
+        if one(p, "global_pooling") == "true":
+            rows, cols = [(0, h, h)], [(0, w, w)]
+        else:
+            (k, _), (s, _), (pad, _) = pair(p, "kernel_size", None), pair(p, "stride", 1), pair(p, "pad", 0)
+            rows, cols = pool_windows(h, k, s, pad), pool_windows(w, k, s, pad)
+        shape = (c, len(rows), len(cols))
+        if xs is None:
+            return shape, None
+        x, out = xs[0], torch.empty(xs[0].shape[0], *shape)
+        for i, (r0, r1, rn) in enumerate(rows):
+            for j, (c0, c1, cn) in enumerate(cols):
+                window = x[:, :, r0:r1, c0:c1]
+                if one(p, "pool", "MAX") == "MAX":
+                    out[:, :, i, j] = window.amax(dim=(2, 3))
+                else:  # Caffe divides by the window clipped to the padded input, padding included
+                    out[:, :, i, j] = window.sum(dim=(2, 3)) / (rn * cn)
+        return shape, out
+
+    def LRN(self, layer, name, ins, xs):
+        import torch
+        import torch.nn.functional as F
+        p = one(layer, "lrn_param")
+        size, alpha, beta = one(p, "local_size", 5), one(p, "alpha", 1.0), one(p, "beta", 0.75)
+        if xs is None:
+            return ins[0], None
+        x, half = xs[0], (size - 1) // 2
+        if one(p, "norm_region", "ACROSS_CHANNELS") == "WITHIN_CHANNEL":
+            squares = F.pad(x * x, (half, half, half, half))
+            total = sum(squares[:, :, i:i + x.shape[2], j:j + x.shape[3]] for i in range(size) for j in range(size))
+            return ins[0], x * (1 + alpha / size ** 2 * total) ** -beta
+        squares = F.pad(x * x, (0, 0, 0, 0, half, half))
+        total = sum(squares[:, i:i + x.shape[1]] for i in range(size))
+        return ins[0], x * (one(p, "k", 1.0) + alpha / size * total) ** -beta
+
+    # ------------------------------------------------------------ element-wise
+    def ReLU(self, layer, name, ins, xs):
+        slope = one(one(layer, "relu_param", {}), "negative_slope", 0.0)
+        return ins[0], None if xs is None else xs[0].clamp_min(0) + slope * xs[0].clamp_max(0)
+
+    def Sigmoid(self, layer, name, ins, xs):
+        return ins[0], None if xs is None else xs[0].sigmoid()
+
+    def TanH(self, layer, name, ins, xs):
+        return ins[0], None if xs is None else xs[0].tanh()
+
+    def Dropout(self, layer, name, ins, xs):
+        return ins[0], None if xs is None else xs[0]
+
+    def Softmax(self, layer, name, ins, xs):
+        return ins[0], None if xs is None else xs[0].softmax(1)
+
+    def Power(self, layer, name, ins, xs):
+        p = one(layer, "power_param", {})
+        power, scale, shift = one(p, "power", 1.0), one(p, "scale", 1.0), one(p, "shift", 0.0)
+        return ins[0], None if xs is None else (shift + scale * xs[0]) ** power
+
+    def Flatten(self, layer, name, ins, xs):
+        return (math.prod(ins[0]),), None if xs is None else xs[0].flatten(1)
+
+    def Concat(self, layer, name, ins, xs):
+        import torch
+        return (sum(s[0] for s in ins), *ins[0][1:]), None if xs is None else torch.cat(xs, 1)
+
+    def Eltwise(self, layer, name, ins, xs):
+        import torch
+        p = one(layer, "eltwise_param", {})
+        if xs is None:
+            return ins[0], None
+        op, coeff = one(p, "operation", "SUM"), p.get("coeff", [1.0] * len(xs))
+        if op == "PROD":
+            return ins[0], math.prod(xs[1:], start=xs[0])
+        if op == "MAX":
+            return ins[0], torch.stack(xs).amax(0)
+        return ins[0], sum(c * x for c, x in zip(coeff, xs))
+
+    def Slice(self, layer, name, ins, xs):
+        points = [0, *one(layer, "slice_param")["slice_point"], ins[0][0]]
+        shapes = [(b - a, *ins[0][1:]) for a, b in zip(points, points[1:])]
+        return shapes, None if xs is None else [xs[0][:, a:b] for a, b in zip(points, points[1:])]
+
+
 def caffe_reference(path: Path, phase: str = "TEST") -> tuple[dict[str, tuple], int]:
     """Every kept layer's top shape (per sample) and the net's learnable parameter count."""
-    net = read_prototxt(path.read_text())
-    blobs: dict[str, tuple] = {}
-    tops: dict[str, tuple] = {}
-    params = 0
-    for layer in net["layer"]:
-        rules = layer.get("include", [])
-        if rules and not any(one(r, "phase", phase) == phase for r in rules):
-            continue
-        kind, name = one(layer, "type"), one(layer, "name")
-        if kind.endswith("Loss") or kind == "Accuracy":
-            continue
-        ins = [blobs[b] for b in layer.get("bottom", [])]
-        if kind == "Input":
-            shape = tuple(one(layer, "input_param")["shape"][0]["dim"][1:])
-        elif kind in ("Data", "ImageData"):
-            crop = one(one(layer, "transform_param", {}), "crop_size", 0)
-            shape = (3, crop, crop) if crop else (1, 28, 28)  # the MNIST example's database holds 28x28
-        elif kind == "Convolution":
-            p = one(layer, "convolution_param")
-            (kh, kw), (sh, sw), (ph, pw) = pair(p, "kernel_size", None), pair(p, "stride", 1), pair(p, "pad", 0)
-            c, h, w = ins[0]
-            out = one(p, "num_output")
-            shape = (out, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
-            params += out * (c // one(p, "group", 1)) * kh * kw + (out if one(p, "bias_term", "true") == "true" else 0)
-        elif kind == "Pooling":
-            p = one(layer, "pooling_param")
-            (k, _), (s, _), (pad, _) = pair(p, "kernel_size", None), pair(p, "stride", 1), pair(p, "pad", 0)
-            c, h, w = ins[0]
-            size = []
-            for n in (h, w):
-                out = math.ceil((n + 2 * pad - k) / s) + 1
-                if pad and (out - 1) * s >= n + pad:
-                    out -= 1
-                size.append(out)
-            shape = (c, *size)
-        elif kind == "InnerProduct":
-            out = one(one(layer, "inner_product_param"), "num_output")
-            params += out * math.prod(ins[0]) + out
-            shape = (out,)
-        elif kind == "Concat":
-            shape = (sum(s[0] for s in ins), *ins[0][1:])
-        elif kind in ("ReLU", "LRN", "Dropout", "Softmax", "Sigmoid", "TanH", "Eltwise", "BatchNorm"):
-            shape = ins[0]
-        elif kind == "Scale":
-            params += ins[0][0] * (2 if one(one(layer, "scale_param", {}), "bias_term") == "true" else 1)
-            shape = ins[0]
-        else:
-            raise AssertionError(f"the reference does not know {kind}")
-        for top in layer.get("top", []):
-            blobs[top] = shape
-        if layer.get("top") and kind not in ("Data", "ImageData", "Input"):
-            tops[name] = shape
-    return tops, params
+    ref = CaffeRef(read_prototxt(path.read_text()), phase)
+    return ref.tops, ref.params
 
 
 def sanitize(name: str) -> str:
@@ -197,3 +342,146 @@ def test_solver_imports_its_net():
     net, result = imported(SOLVERS[0])
     assert net.report.total_params == 60_965_224
     assert result.spec.startswith("# Caffe solver") and "base_lr: 0.01" in result.spec
+
+
+ZOO = """
+name: "zoo"
+input: "data"
+input_shape { dim: 2 dim: 8 dim: 17 dim: 15 }
+layer { name: "conv_a" type: "Convolution" bottom: "data" top: "a"
+  convolution_param { num_output: 12 kernel_h: 3 kernel_w: 5 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 2
+                      bias_term: false group: 2 } }
+layer { name: "bn_a" type: "BatchNorm" bottom: "a" top: "a" batch_norm_param { eps: 0.001 } }
+layer { name: "scale_a" type: "Scale" bottom: "a" top: "a" scale_param { bias_term: true } }
+layer { name: "relu_a" type: "ReLU" bottom: "a" top: "a" relu_param { negative_slope: 0.1 } }
+layer { name: "cut" type: "Slice" bottom: "a" top: "s1" top: "s2" top: "s3"
+  slice_param { axis: 1 slice_point: 4 slice_point: 8 } }
+layer { name: "prod" type: "Eltwise" bottom: "s1" bottom: "s2" top: "prod" eltwise_param { operation: PROD } }
+layer { name: "max" type: "Eltwise" bottom: "s2" bottom: "s3" top: "max" eltwise_param { operation: MAX } }
+layer { name: "wsum" type: "Eltwise" bottom: "prod" bottom: "max" top: "wsum"
+  eltwise_param { operation: SUM coeff: 0.5 coeff: -2 } }
+layer { name: "cat" type: "Concat" bottom: "wsum" bottom: "s3" top: "cat" }
+layer { name: "dil" type: "Convolution" bottom: "cat" top: "dil"
+  convolution_param { num_output: 6 kernel_size: 3 dilation: 2 pad: 2 } }
+layer { name: "scale_b" type: "Scale" bottom: "dil" top: "sb" }
+layer { name: "pow" type: "Power" bottom: "sb" top: "pow" power_param { power: 2 scale: 0.5 shift: 1 } }
+layer { name: "sig" type: "Sigmoid" bottom: "pow" top: "sig" }
+layer { name: "ave" type: "Pooling" bottom: "sig" top: "ave" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "max2" type: "Pooling" bottom: "ave" top: "max2" pooling_param { pool: MAX kernel_size: 2 stride: 3 } }
+layer { name: "tanh" type: "TanH" bottom: "ave" top: "ave" }
+layer { name: "gmax" type: "Pooling" bottom: "ave" top: "gmax" pooling_param { pool: MAX global_pooling: true } }
+layer { name: "gave" type: "Pooling" bottom: "ave" top: "gave" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "sum" type: "Eltwise" bottom: "gmax" bottom: "gave" top: "sum" }
+layer { name: "flat" type: "Flatten" bottom: "sum" top: "flat" }
+layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "fc_side" type: "InnerProduct" bottom: "max2" top: "fc_side" inner_product_param { num_output: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" include { phase: TRAIN } }
+"""
+
+
+@pytest.fixture
+def zoo(tmp_path) -> Path:
+    path = tmp_path / "zoo.prototxt"
+    path.write_text(ZOO)
+    return path
+
+
+def test_import_of_every_supported_layer_kind(zoo):
+    net, result = imported(zoo)
+    ref = CaffeRef(read_prototxt(ZOO))
+    g = net.graph
+    for layer, shape in ref.tops.items():
+        if isinstance(shape, list):  # Slice: one netdsl layer per top
+            for top, s in zip(("s1", "s2", "s3"), shape):
+                assert g.node(top).shape == s
+            continue
+        node = result.fused_scales.get(layer) or result.layers[layer]
+        if layer not in ("bn_a",):
+            assert g.node(node).shape == shape, layer
+    assert net.report.total_params == ref.params
+    kinds = {n.name: n.kind for n in g}
+    assert kinds["bn_a"] == "batchnorm" and g.node("bn_a").params["affine"] is True  # Scale folded in
+    assert "scale_a" not in kinds and result.fused_scales == {"scale_a": "bn_a"}
+    assert (kinds["prod"], kinds["max"], kinds["wsum"], kinds["scale_b"]) == ("multiply", "maximum", "weighted_sum",
+                                                                              "scale")
+    assert (kinds["gmax"], kinds["gave"], kinds["sum"], kinds["pow"]) == ("global_maxpool", "global_avgpool", "add",
+                                                                          "power")
+    assert g.node("conv_a").params["kernel"] == [3, 5] and g.node("conv_a").params["bias"] is False
+    assert g.node("data").shape == (8, 17, 15)
+    assert [n.name for n in g.outputs()] == ["fc_side", "prob"]
+
+
+def test_input_dim_v1_layers_and_split():
+    text = """
+    name: "old"
+    input: "data"
+    input_dim: 1 input_dim: 3 input_dim: 10 input_dim: 10
+    layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv"
+             blobs_lr: 1 convolution_param { num_output: 4 kernel_size: 3 } }
+    layers { name: "split" type: SPLIT bottom: "conv" top: "c1" top: "c2" }
+    layers { name: "sum" type: ELTWISE bottom: "c1" bottom: "c2" top: "sum" }
+    """
+    from netdsl.caffe.importer import import_prototxt
+    net = netdsl.loads(import_prototxt(text).spec)
+    assert net.ok and net.graph.node("sum").inputs == ["conv", "conv"] and net.graph.node("sum").shape == (4, 8, 8)
+
+
+# --------------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("text, message, where", [
+    ('layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+     'layer {\n  name: "up"\n  type: "Deconvolution"\n  bottom: "data"\n  top: "up"\n}\n',
+     "up: Caffe layer type 'Deconvolution' is not supported by netdsl", ":4:3:"),
+    ('layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+     'layer { name: "p" type: "Pooling" bottom: "data" top: "p"\n  pooling_param { pool: MAX kernal_size: 3 } }\n',
+     "p: pooling_param.kernal_size is not supported", ":3:29:"),
+    ('layer { name: "c" type: "ReLU" bottom: "nothing" top: "c" }\n',
+     "c: bottom 'nothing' is not written by any layer before it", ":1:32:"),
+    ('layer { name: "c" type: "ReLU" \n bottom: "x" top: "c" \n', "the file ends too early", ":2:"),
+    ('layer { name: "d" type: "Data" top: "data" top: "label" data_param { source: "db" } }\n',
+     "d: Data layer reads its images from 'db' and the prototxt does not say their size", ":1:19:"),
+    ('layer // comment\n', "unexpected character '/'", ":1:7:"),
+])
+def test_import_errors_name_the_layer_and_line(tmp_path, cli, text, message, where):
+    path = tmp_path / "bad.prototxt"
+    path.write_text(text)
+    result = cli("import", path, "-o", tmp_path / "out.net")
+    assert result.exit_code == 1, result.output
+    assert message in result.output and f"{path}{where}" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out.net").exists()
+
+
+def test_every_problem_is_reported_at_once():
+    from netdsl.caffe.importer import CaffeImportError, import_prototxt
+    text = """input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
+    layer { name: "a" type: "Crop" bottom: "data" top: "a" }
+    layer { name: "b" type: "PReLU" bottom: "data" top: "b" }"""
+    with pytest.raises(CaffeImportError) as err:
+        import_prototxt(text)
+    assert [d.layer for d in err.value.diagnostics] == ["a", "b"]
+    assert [d.span.line for d in err.value.diagnostics] == [2, 3]
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+def test_cli_import_writes_a_spec_that_checks(tmp_path, cli):
+    out = tmp_path / "googlenet.net"
+    result = cli("import", FIXTURES / "models__bvlc_googlenet__train_val.prototxt", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "13,378,280 parameters" in result.output and "left out" in result.output
+    net = netdsl.load(out)
+    assert net.ok and net.graph.node("data").shape == (3, 224, 224)
+    check = run_netdsl("check", out)
+    assert check.returncode == 0 and "loss3_classifier" in check.stdout
+
+
+def test_cli_import_input_shape_and_phase(tmp_path, cli):
+    out = tmp_path / "lenet.net"
+    result = cli("import", FIXTURES / "examples__mnist__lenet_train_test.prototxt", "-o", out, "--phase", "train",
+                 "--input-shape", "1x32x32")
+    assert result.exit_code == 0, result.output
+    net = netdsl.load(out)
+    assert net.graph.node("data").shape == (1, 32, 32) and net.graph.node("pool2").shape == (50, 5, 5)
+    assert "phase TRAIN" in out.read_text()
+    assert cli("import", FIXTURES / "examples__mnist__lenet.prototxt", "--input-shape", "3x4").exit_code == 2
