@@ -4,6 +4,7 @@ Exit status: 0 clean (warnings allowed), 1 spec errors, 2 usage errors.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -32,7 +33,37 @@ def load_or_exit(spec: str) -> Net:
     return net
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand runs (click's documented pattern),
+    so that `netdsl check` does not pay for graphviz, torch or the Caffe importer."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy  # command name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        module, attribute = self.lazy[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+# Subcommands that live in their own modules: name -> "module:attribute".
+LAZY_COMMANDS = {
+    "draw": "netdsl.cli.draw:draw",
+    "import": "netdsl.cli.caffe:import_cmd",
+    "import-weights": "netdsl.cli.caffe:import_weights_cmd",
+    "train": "netdsl.cli.train:train",
+    "eval": "netdsl.cli.train:eval_cmd",
+    "predict": "netdsl.cli.train:predict",
+    "plot": "netdsl.cli.train:plot",
+}
+
+
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(netdsl.__version__, prog_name="netdsl")
 def main() -> None:
     """Describe, check, draw and train convolutional networks from a .net spec."""
@@ -67,15 +98,6 @@ def write_ir(net: Net, path: Path) -> None:
     except OSError as err:
         raise click.UsageError(f"cannot write {path}: {err.strerror or err}") from None
 
-
-from .draw import draw  # noqa: E402  (it imports load_or_exit from here)
-
-main.add_command(draw)
-
-from .caffe import import_cmd, import_weights_cmd  # noqa: E402
-
-main.add_command(import_cmd)
-main.add_command(import_weights_cmd)
 
 if __name__ == "__main__":
     main()
