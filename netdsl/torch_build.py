@@ -73,9 +73,9 @@ class CaffePool2d(nn.Module):
     """Max or average pooling with the checker's window count, for what nn.MaxPool2d/AvgPool2d cannot say.
 
     The input is padded (or cropped) to exactly the extent the windows span, so floor-mode pooling
-    yields the checker's count. Max pads with the dtype's lowest value, so padding never wins and a
-    window lying wholly outside the input gives -FLT_MAX, as Caffe does. Average divides by the
-    positions counted like Caffe: the declared padding counts (include_pad) but a ceil window's
+    yields the checker's count. Max pads with the dtype's lowest value, so padding never wins (a window
+    lying wholly outside the input, which the checker no longer counts, would give Caffe's -FLT_MAX).
+    Average divides by the positions counted like Caffe: the declared padding counts (include_pad) but a ceil window's
     overhang past it does not; with include_pad=false only real input positions count.
     """
 
@@ -91,7 +91,7 @@ class CaffePool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "max":
-            low = torch.finfo(x.dtype).min if x.is_floating_point() else torch.iinfo(x.dtype).min
+            low = _lowest(x.dtype)
             return F.max_pool2d(F.pad(x, self.pads, value=low), self.kernel, self.stride)
         total = F.avg_pool2d(F.pad(x, self.pads), self.kernel, self.stride)
         return total / self._counted(x).clamp_min(torch.finfo(total.dtype).tiny)
@@ -106,6 +106,13 @@ class CaffePool2d(nn.Module):
     def extra_repr(self) -> str:
         text = f"{self.mode}, kernel={self.kernel}, stride={self.stride}, pads(l,r,t,b)={self.pads}"
         return text + (f", include_pad={self.include_pad}" if self.mode == "avg" else "")
+
+
+def _lowest(dtype: torch.dtype) -> float:
+    """Caffe's -FLT_MAX (for float and double alike), or the dtype's lowest value if that is higher."""
+    if not dtype.is_floating_point:
+        return torch.iinfo(dtype).min
+    return max(torch.finfo(dtype).min, torch.finfo(torch.float32).min)
 
 
 class WithinChannelLRN(nn.Module):
@@ -193,8 +200,8 @@ def build_pool(node: Node) -> nn.Module:
 def _native_pool(windows: tuple[Window, Window]) -> tuple[tuple[int, int], bool] | None:
     """(padding, ceil_mode) for which PyTorch's own pooling gives the checker's window count, if any.
 
-    PyTorch takes only symmetric padding of at most kernel // 2, and its ceil_mode drops a last window
-    starting past the input even without padding, where Caffe keeps it (pad 0, stride > kernel).
+    PyTorch takes only symmetric padding of at most kernel // 2, and its ceil_mode has its own clip
+    rule; the counts are compared here rather than assumed, so what runs is what the checker inferred.
     When the counts agree, the average divisors agree too: both count the padding but not the overhang.
     """
     if any(w.before != w.after or w.before > w.kernel // 2 or w.dilation != 1 for w in windows):
