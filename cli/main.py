@@ -60,6 +60,7 @@ LAZY_COMMANDS = {
     "eval": "netdsl.cli.train:eval_cmd",
     "predict": "netdsl.cli.train:predict",
     "plot": "netdsl.cli.train:plot",
+    "export": "netdsl.cli.export:export",
 }
 
 

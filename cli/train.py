@@ -1,0 +1,236 @@
+"""`netdsl train`, `eval`, `predict` and `plot`. torch is imported only inside the commands, so
+`netdsl check` and `netdsl --help` stay fast.
+
+Exit status: 0 done, 1 spec errors, 2 usage errors (bad data layout, settings, weights, ...),
+3 the loss became nan/inf, 128 + N stopped by signal N (the run was saved).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+import netdsl
+from netdsl.api import Net
+from netdsl.source import UsageError
+
+from .main import load_or_exit
+
+EXIT_USAGE = 2
+
+
+class Failed(click.ClickException):
+    """A clear one-paragraph error (no usage text, no traceback)."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def clear_errors(fn: Callable) -> Callable:
+    """Turn the errors a user can fix into messages and exit statuses."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as err:
+            raise Failed(str(err)) from None
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted (nothing saved since the last checkpoint)", err=True)
+            sys.exit(130)
+        except Exception as err:
+            if type(err).__name__ == "OutOfMemoryError":
+                raise Failed(f"out of memory: {str(err).splitlines()[0]}\n"
+                             "  try a smaller --batch-size (or amp = bf16)") from None
+            raise
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- train
+
+CLI_SETTINGS = ("data", "recipe", "epochs", "batch_size", "lr", "out", "workers", "device", "seed", "amp")
+
+
+@click.command()
+@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(file_okay=False),
+              help="Folder with train/<class>/* and val/<class>/* (default: the bundled digits).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="YAML file of training settings (overrides the spec's train block).")
+@click.option("--recipe", type=click.Choice(["paper", "torchvision"]), help="Preset to start from.")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int, help="Total over all processes.")
+@click.option("--lr", type=float, help="Learning rate (on --resume: replaces the saved one).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/NET-DATE-TIME).")
+@click.option("--workers", type=int, help="Loader processes per training process.")
+@click.option("--device", help="auto, cpu, cuda, cuda:1, or one per tower: cuda:0,cuda:1")
+@click.option("--seed", type=int)
+@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]))
+@click.option("--deterministic", is_flag=True, default=None, help="Bit-reproducible kernels (slower).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Any other training setting, e.g. --set lighting=0 --set schedule=cosine.")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True),
+              help="Continue the run in RUN_DIR from its last checkpoint.")
+@click.option("--nproc", type=click.IntRange(1), help="Start N data-parallel processes here (torchrun).")
+@click.pass_context
+@clear_errors
+def train(ctx: click.Context, spec: str | None, config_file: str | None, settings: tuple[str, ...],
+          resume: str | None, nproc: int | None, **flags: Any) -> None:
+    """Train SPEC on an image folder (--data) or the bundled digits, with the paper's recipe
+    (or torchvision's). Settings: recipe < spec's train block < --config < flags."""
+    if nproc and nproc > 1:
+        sys.exit(_torchrun(nproc, ctx))
+    from netdsl import checkpoint, recipes
+    from netdsl.train import train as run_training
+
+    cli = _cli_layer(flags, settings)
+    if resume:
+        state = checkpoint.load(Path(resume) / "last.pt")
+        net = _resume_spec(spec, state, resume)
+        if cli.get("out") and Path(cli["out"]).resolve() != Path(resume).resolve():
+            raise Failed(f"--out {cli['out']}: a resumed run continues in its own directory ({resume})")
+        cli.pop("out", None)
+        overrides = [(f"--config {config_file}", recipes.read_yaml(config_file)), ("the command line", cli)]
+        resolved = recipes.resolve_resume(state["config"], overrides)
+        code = run_training(net, resolved, resume_dir=Path(resume), resume_state=state, argv=sys.argv)
+    else:
+        if spec is None:
+            raise Failed("give a SPEC to train (or --resume RUN_DIR)")
+        net = load_or_exit(spec)
+        resolved = recipes.resolve(net.graph.training, config_file, cli)
+        code = run_training(net, resolved, argv=sys.argv)
+    sys.exit(code)
+
+
+def _cli_layer(flags: dict[str, Any], settings: tuple[str, ...]) -> dict[str, Any]:
+    cli: dict[str, Any] = {}
+    for item in settings:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise Failed(f"--set {item}: expected KEY=VALUE")
+        cli[key.strip()] = value.strip()
+    cli.update({k: v for k, v in flags.items() if v is not None})
+    return cli
+
+
+def _resume_spec(spec: str | None, state: dict[str, Any], resume: str) -> Net:
+    saved = state.get("spec")
+    if spec is None:
+        if saved is None:
+            raise Failed(f"{resume}: the checkpoint holds no spec; give SPEC")
+        net = netdsl.loads(saved, str(Path(resume) / "spec.net"))
+        if not net.ok:
+            raise Failed(f"the spec saved in {resume} no longer checks:\n{net.render_diagnostics()}")
+        return net
+    net = load_or_exit(spec)
+    if saved is not None and net.source.text != saved:
+        click.echo(f"warning: {spec} differs from the spec the run was trained with "
+                   f"({resume}/spec.net); the weights must still fit", err=True)
+    return net
+
+
+def _torchrun(nproc: int, ctx: click.Context) -> int:
+    """Re-run this command under `python -m torch.distributed.run` with N local processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise Failed("--nproc inside torchrun: torchrun already started the processes")
+    args = _forward_args(ctx)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "netdsl.cli.main", "train", *args]
+    click.echo(f"starting {nproc} processes: torchrun --standalone --nproc-per-node={nproc} "
+               f"-m netdsl.cli.main train {' '.join(args)}", err=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:  # torchrun forwards the signal; the ranks save and exit
+        return 130
+
+
+def _forward_args(ctx: click.Context) -> list[str]:
+    args: list[str] = []
+    params = dict(ctx.params)
+    if params.pop("spec", None):
+        args.append(ctx.params["spec"])
+    for name, value in params.items():
+        if name == "nproc" or value in (None, (), False):
+            continue
+        opt = "--" + ("config" if name == "config_file" else "set" if name == "settings" else name.replace("_", "-"))
+        if value is True:
+            args.append(opt)
+        elif isinstance(value, tuple):
+            for v in value:
+                args += [opt, str(v)]
+        else:
+            args += [opt, str(value)]
+    return args
+
+
+# ----------------------------------------------------------------------------- eval, predict, plot
+
+
+@click.command("eval")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--weights", required=True, type=click.Path(), help="A checkpoint (best.pt, last.pt) or state dict.")
+@click.option("--data", type=click.Path(file_okay=False), help="Folder with val/<class>/* (default: the bundled digits).")
+@click.option("--crops", type=click.Choice(["centre", "center", "10", "both"]), default="both", show_default=True,
+              help="Centre 224 crop of the 256 image, the paper's 10 crops, or both.")
+@click.option("--batch-size", type=int, default=0, help="Images per batch (default: the run's).")
+@click.option("--workers", type=int, default=-1)
+@click.option("--device", default="auto")
+@clear_errors
+def eval_cmd(spec: str, weights: str, data: str | None, crops: str, batch_size: int, workers: int,
+             device: str) -> None:
+    """Top-1 and top-5 error of trained weights on the validation images."""
+    from netdsl.inference import run_eval
+    net = load_or_exit(spec)
+    views = {"centre": (1,), "center": (1,), "10": (10,), "both": (1, 10)}[crops]
+    name, results = run_eval(net, weights, data, crops=views, batch_size=batch_size, workers=workers,
+                             device=device)
+    click.echo(f"{net.graph.name} with {weights} on {name}")
+    click.echo(f"{'':12} {'top-1 err':>10} {'top-5 err':>10} {'top-1 acc':>10} {'top-5 acc':>10} "
+               f"{'loss':>8} {'images':>8}")
+    for n, r in results:
+        label = "centre crop" if n == 1 else f"{n} crops"
+        click.echo(f"{label:12} {100 - r['acc1']:>9.2f}% {100 - r['acc5']:>9.2f}% {r['acc1']:>9.2f}% "
+                   f"{r['acc5']:>9.2f}% {r['loss']:>8.4f} {r['images']:>8,}")
+        if r["skipped"]:
+            click.echo(f"{'':12} ({r['skipped']} unreadable file(s) skipped)")
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--weights", required=True, type=click.Path())
+@click.option("--top", "k", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--device", default="auto")
+@clear_errors
+def predict(spec: str, images: tuple[str, ...], weights: str, k: int, device: str) -> None:
+    """The top classes of each IMAGE, with their probabilities."""
+    from netdsl.inference import run_predict
+    net = load_or_exit(spec)
+    failed = 0
+    for path, result in run_predict(net, weights, images, k=k, device=device):
+        click.echo(path)
+        if isinstance(result, str):
+            click.echo(f"  {result}")
+            failed += 1
+            continue
+        for name, p in result:
+            click.echo(f"  {p:8.4f}  {name}")
+    if failed:
+        sys.exit(EXIT_USAGE)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG to write (default RUN_DIR/curves.png).")
+@clear_errors
+def plot(run_dir: str, output: str | None) -> None:
+    """Draw a run's training curves (loss, error, learning rate) as a PNG."""
+    from netdsl.plot import plot_run
+    click.echo(str(plot_run(run_dir, output)))

@@ -1,0 +1,626 @@
+"""Training data: folder layout checks, robust image decoding, crops, and the bundled digits.
+
+Workers decode, crop and flip images and hand over uint8 batches; conversion to float,
+normalisation and PCA lighting happen on the training device (`netdsl.train.Preprocess`), which
+keeps the worker processes' work and the bytes they ship small.
+
+Randomness is per sample and derived from (seed, epoch, index) alone, so the same run gives the
+same crops whatever the number of workers or processes, and a resumed run repeats them exactly.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from .source import UsageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif",
+                              ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"})
+JPEG_MAGIC = b"\xff\xd8"
+JPEG_END = b"\xff\xd9"
+DIGITS_PATH = Path(__file__).parent / "assets" / "digits.npz"
+SPLITS = ("train", "val")
+
+# ImageNet statistics on 0..1 pixels: the channel means and deviations torchvision uses, and the
+# RGB principal components (eigenvalues, eigenvectors as columns) used for the paper's lighting
+# noise, as published with fb.resnet.torch.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                   (-0.5808, -0.0045, -0.8140),
+                   (-0.5836, -0.6948, 0.4203))
+
+
+class LayoutError(UsageError):
+    """The data folder is not laid out as train/<class>/* and val/<class>/*."""
+
+
+class BadImage(Exception):
+    """A file that cannot be decoded; the loader skips it and counts it."""
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+@dataclass
+class Layout:
+    root: Path
+    classes: list[str]
+    splits: dict[str, list[tuple[str, int]]]  # split -> [(path, class index)]
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{len(v):,} {k}" for k, v in self.splits.items())
+        return f"{self.root}: {len(self.classes)} classes, {sizes} images"
+
+
+@dataclass
+class _SplitScan:
+    classes: dict[str, list[str]] = field(default_factory=dict)
+    loose: list[str] = field(default_factory=list)  # files directly in the split folder
+    not_images: list[str] = field(default_factory=list)
+
+
+def scan_layout(root: str | os.PathLike) -> Layout:
+    """Check that `root` holds train/ and val/ with the same class folders of images.
+
+    Every problem found is reported at once in one LayoutError, so a wrong layout never reaches
+    training (where it could silently train to loss 0 on a single class).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise LayoutError(f"--data {root}: no such folder")
+    missing = [s for s in SPLITS if not (root / s).is_dir()]
+    if missing:
+        raise LayoutError(_missing_splits_message(root, missing))
+    scans = {s: _scan_split(root / s) for s in SPLITS}
+    problems = _layout_problems(root, scans)
+    if problems:
+        raise LayoutError(f"--data {root} is not usable:\n" + "\n".join(f"  - {p}" for p in problems))
+    classes = sorted(scans["train"].classes)
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {s: [(p, index[c]) for c in classes for p in scans[s].classes[c]] for s in SPLITS}
+    return Layout(root, classes, splits)
+
+
+def _missing_splits_message(root: Path, missing: list[str]) -> str:
+    names = " and ".join(f"'{m}/'" for m in missing)
+    msg = (f"--data {root}: no {names} folder; expected {root}/train/<class>/<image> and "
+           f"{root}/val/<class>/<image> (ImageNet's layout)")
+    subdirs = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if subdirs and len(missing) == 2:
+        msg += f"\n  {root} holds {len(subdirs)} folder(s) ({', '.join(sorted(subdirs)[:3])}, ...): " \
+               "if these are classes, move them into train/ and make a val/ beside it"
+    return msg
+
+
+def _scan_split(split_dir: Path) -> _SplitScan:
+    scan = _SplitScan()
+    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            scan.classes[entry.name] = _class_files(Path(entry.path), scan.not_images)
+        else:
+            scan.loose.append(entry.name)
+    return scan
+
+
+def _class_files(class_dir: Path, not_images: list[str]) -> list[str]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = os.path.join(dirpath, name)
+            (files if Path(name).suffix.lower() in IMAGE_EXTENSIONS else not_images).append(path)
+    return files
+
+
+def _layout_problems(root: Path, scans: dict[str, _SplitScan]) -> list[str]:
+    problems = []
+    for split, scan in scans.items():
+        if scan.loose:
+            problems.append(
+                f"{split}/ holds {len(scan.loose):,} file(s) directly ({_some(scan.loose)}); every "
+                f"image must be in a class folder, {split}/<class>/<image> (ImageNet's validation "
+                "images come flat: sort them into class folders first)")
+        if not scan.classes:
+            problems.append(f"{split}/ has no class folders")
+        empty = [c for c, files in scan.classes.items() if not files]
+        if empty:
+            problems.append(f"{split}/ has {len(empty)} class folder(s) with no images: {_some(empty)}")
+        if scan.not_images:
+            rel = [os.path.relpath(p, root) for p in scan.not_images]
+            problems.append(f"{len(rel):,} file(s) in {split}/ are not images ({_some(rel)}); "
+                            f"netdsl reads {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    train, val = set(scans["train"].classes), set(scans["val"].classes)
+    if train and val and train != val:
+        parts = []
+        if train - val:
+            parts.append(f"only in train/: {_some(sorted(train - val))}")
+        if val - train:
+            parts.append(f"only in val/: {_some(sorted(val - train))}")
+        problems.append("train/ and val/ have different classes: " + "; ".join(parts))
+    if len(train) == 1:
+        problems.append(f"train/ has a single class ({next(iter(train))}); a classifier needs two "
+                        "or more (with one, the loss is 0 from the start and nothing is learned)")
+    return problems
+
+
+def _some(names: Sequence[str], n: int = 3) -> str:
+    shown = ", ".join(names[:n])
+    return shown + (f" and {len(names) - n:,} more" if len(names) > n else "")
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+Reduction = Callable[[int, int], int]  # (height, width) -> JPEG scale denominator allowed
+
+
+def decode_file(path: str, channels: int, reduction: Reduction | None = None) -> torch.Tensor:
+    """Read an image file as a uint8 C x H x W tensor with `channels` channels (1 or 3).
+
+    `reduction(h, w)`, given the stored size, says by how much (1, 2, 4, 8) the image may be
+    shrunk; big JPEGs are then decoded at that reduced size (JPEG DCT scaling, PIL's draft mode),
+    much faster than a full decode. Raises BadImage for empty, truncated or undecodable files.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise BadImage(f"unreadable ({err.strerror or err})") from None
+    return decode_bytes(data, channels, reduction)
+
+
+def decode_bytes(data: bytes, channels: int, reduction: Reduction | None = None) -> torch.Tensor:
+    if not data:
+        raise BadImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's DecompressionBomb and palette warnings
+            img = Image.open(io.BytesIO(data))
+            k = reduction(img.size[1], img.size[0]) if reduction and img.format == "JPEG" else 1
+            if k == 1 and _fast_jpeg(img, data):
+                return _decode_jpeg_tv(data, channels)
+            if k > 1:
+                img.draft(img.mode, (math.ceil(img.size[0] / k), math.ceil(img.size[1] / k)))
+            img.load()
+            return _to_tensor(_to_mode(img, channels))
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage("not a recognised image format") from None
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... for bad data
+        reason = str(err).split("(")[0].strip() or type(err).__name__
+        raise BadImage(reason) from None
+
+
+def _fast_jpeg(img: Image.Image, data: bytes) -> bool:
+    """torchvision's libjpeg-turbo decoder beats PIL's for a full-size decode of a complete
+    RGB or gray JPEG; everything else (CMYK, truncated, ...) goes through PIL."""
+    return img.format == "JPEG" and img.mode in ("RGB", "L") and \
+        data.rstrip(b"\0").endswith(JPEG_END)
+
+
+def _decode_jpeg_tv(data: bytes, channels: int) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_jpeg
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    try:
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+    except RuntimeError as err:
+        raise BadImage(str(err).rsplit(",", 1)[-1].strip()) from None
+
+
+def max_reduction(boxes: Sequence["Box"], size: tuple[int, int]) -> int:
+    """The largest JPEG scale denominator (1, 2, 4, 8) that keeps every box at least `size`,
+    so that the crops are still downscaled, never upscaled."""
+    k = 1
+    while k < 8 and all(b.height / (2 * k) >= size[0] and b.width / (2 * k) >= size[1] for b in boxes):
+        k *= 2
+    return k
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL mode (palette, alpha, CMYK, 16-bit, float) to L or RGB."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        img = _high_depth_to_l(img)
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+        img = _flatten_alpha(img)
+    target = "RGB" if channels == 3 else "L"
+    return img if img.mode == target else img.convert(target)
+
+
+def _high_depth_to_l(img: Image.Image) -> Image.Image:
+    a = np.asarray(img, dtype=np.float64)
+    top = 1.0 if img.mode == "F" and a.size and a.max() <= 1.0 else 65535.0
+    if img.mode == "I" and a.size and a.max() <= 255:
+        top = 255.0
+    return Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite over white: transparent pixels often hold arbitrary colours."""
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    a = np.asarray(img)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)  # C x H x W, HWC in memory
+
+
+# ----------------------------------------------------------------------------- views (crops)
+
+
+class Box(NamedTuple):
+    """A crop in source pixels, resized to the output size, maybe mirrored."""
+
+    top: float
+    left: float
+    height: float
+    width: float
+    flip: bool = False
+
+
+class View(Protocol):
+    """How one sample becomes one or more crops of the output size."""
+
+    size: tuple[int, int]
+    crops: int
+
+    def boxes(self, h: int, w: int, rng: np.random.Generator) -> list[Box]: ...
+
+
+def _square_centre(h: int, w: int) -> tuple[float, float, float]:
+    side = min(h, w)
+    return (h - side) / 2, (w - side) / 2, side
+
+
+@dataclass
+class PaperTrainView:
+    """Short side to `resize`, the central resize x resize square, a random `size` crop of it,
+    mirrored with probability 1/2 when `flip` (Krizhevsky et al. 2012, section 4.1)."""
+
+    size: tuple[int, int]
+    resize: int
+    flip: bool = True
+    crops: int = 1
+
+    def boxes(self, h: int, w: int, rng: np.random.Generator) -> list[Box]:
+        top, left, side = _square_centre(h, w)
+        s = side / self.resize  # source pixels per resized pixel
+        oy = rng.integers(0, max(self.resize - self.size[0], 0) + 1)
+        ox = rng.integers(0, max(self.resize - self.size[1], 0) + 1)
+        flip = bool(self.flip and rng.random() < 0.5)
+        return [Box(top + oy * s, left + ox * s, self.size[0] * s, self.size[1] * s, flip)]
+
+
+@dataclass
+class RandomResizedView:
+    """torchvision's RandomResizedCrop (scale 0.08-1, aspect 3/4-4/3) and a random flip."""
+
+    size: tuple[int, int]
+    flip: bool = True
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    crops: int = 1
+
+    def boxes(self, h: int, w: int, rng: np.random.Generator) -> list[Box]:
+        flip = bool(self.flip and rng.random() < 0.5)
+        area = h * w
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            cw = int(round(math.sqrt(target * aspect)))
+            ch = int(round(math.sqrt(target / aspect)))
+            if 0 < cw <= w and 0 < ch <= h:
+                return [Box(rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1), ch, cw, flip)]
+        return [self._central(h, w, flip)]
+
+    def _central(self, h: int, w: int, flip: bool) -> Box:
+        in_ratio = w / h
+        if in_ratio < self.ratio[0]:
+            cw, ch = w, int(round(w / self.ratio[0]))
+        elif in_ratio > self.ratio[1]:
+            ch, cw = h, int(round(h * self.ratio[1]))
+        else:
+            cw, ch = w, h
+        return Box((h - ch) / 2, (w - cw) / 2, ch, cw, flip)
+
+
+@dataclass
+class CentreView:
+    """Short side to `resize`, then the central `size` crop (the usual single-crop test)."""
+
+    size: tuple[int, int]
+    resize: int
+    crops: int = 1
+
+    def boxes(self, h: int, w: int, rng: np.random.Generator) -> list[Box]:
+        s = min(h, w) / self.resize
+        ch, cw = self.size[0] * s, self.size[1] * s
+        return [Box((h - ch) / 2, (w - cw) / 2, ch, cw)]
+
+
+@dataclass
+class TenCropView:
+    """The paper's test: the central resize x resize square, its four corner crops and centre
+    crop, and their mirror images; predictions are averaged over the ten."""
+
+    size: tuple[int, int]
+    resize: int
+    crops: int = 10
+
+    def boxes(self, h: int, w: int, rng: np.random.Generator) -> list[Box]:
+        top, left, side = _square_centre(h, w)
+        s = side / self.resize
+        dy, dx = self.resize - self.size[0], self.resize - self.size[1]
+        offsets = [(0, 0), (0, dx), (dy, 0), (dy, dx), (dy / 2, dx / 2)]
+        ch, cw = self.size[0] * s, self.size[1] * s
+        boxes = [Box(top + oy * s, left + ox * s, ch, cw) for oy, ox in offsets]
+        return boxes + [b._replace(flip=True) for b in boxes]
+
+
+def crop_resize(img: torch.Tensor, box: Box, size: tuple[int, int]) -> torch.Tensor:
+    """Cut `box` out of a uint8 C x H x W image and resize it to `size` (bilinear, antialiased)."""
+    _, h, w = img.shape
+    top = min(max(int(round(box.top)), 0), h - 1)
+    left = min(max(int(round(box.left)), 0), w - 1)
+    bottom = min(max(int(round(box.top + box.height)), top + 1), h)
+    right = min(max(int(round(box.left + box.width)), left + 1), w)
+    region = img[:, top:bottom, left:right].unsqueeze(0)
+    if region.shape[-2:] != size:
+        # uint8 input in channels-last memory takes PyTorch's fast vectorised resampling path
+        region = F.interpolate(region.contiguous(memory_format=torch.channels_last), size=size,
+                               mode="bilinear", antialias=True, align_corners=False)
+    out = region[0]
+    return out.flip(-1) if box.flip else out
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # uint8, N x C x H x W, or N x crops x C x H x W for multi-crop views
+    labels: torch.Tensor  # int64, N
+    skipped: list[tuple[str, str]]  # (path, reason) for files that could not be decoded
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed & 0xFFFFFFFF, epoch, index])
+
+
+class ImageSource(Protocol):
+    channels: int
+
+    def __len__(self) -> int: ...
+    def label(self, i: int) -> int: ...
+    def name(self, i: int) -> str: ...
+    def image(self, i: int, reduction: Reduction | None) -> torch.Tensor: ...
+
+
+@dataclass
+class FileSource:
+    """Images in files, decoded on demand."""
+
+    samples: list[tuple[str, int]]
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def label(self, i: int) -> int:
+        return self.samples[i][1]
+
+    def name(self, i: int) -> str:
+        return self.samples[i][0]
+
+    def image(self, i: int, reduction: Reduction | None) -> torch.Tensor:
+        return decode_file(self.samples[i][0], self.channels, reduction)
+
+
+@dataclass
+class ArraySource:
+    """Images held in memory as uint8 arrays (N x H x W, or N x C x H x W)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    channels: int
+
+    def __post_init__(self) -> None:
+        x = torch.from_numpy(np.ascontiguousarray(self.images))
+        x = x.unsqueeze(1) if x.dim() == 3 else x
+        if x.shape[1] == 1 and self.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] == 3 and self.channels == 1:
+            x = (x.float() @ torch.tensor([0.299, 0.587, 0.114]))[:, None].round().to(torch.uint8)
+        self._x = x.contiguous()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def label(self, i: int) -> int:
+        return int(self.labels[i])
+
+    def name(self, i: int) -> str:
+        return f"#{i}"
+
+    def image(self, i: int, reduction: Reduction | None) -> torch.Tensor:
+        return self._x[i]
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Samples of an ImageSource, cut by a View into uint8 crops. Keys are (index, epoch) pairs
+    from EpochSampler; `__getitems__` builds a whole Batch in the worker (no collation step)."""
+
+    def __init__(self, source: ImageSource, view: View, seed: int = 0):
+        self.source, self.view, self.seed = source, view, seed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int]) -> Batch:
+        return self.__getitems__([key])
+
+    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> Batch:
+        n, crops = len(keys), self.view.crops
+        c, (h, w) = self.source.channels, self.view.size
+        out = torch.empty((n, crops, c, h, w) if crops > 1 else (n, c, h, w), dtype=torch.uint8)
+        labels, skipped, kept = [], [], 0
+        for index, epoch in keys:
+            try:
+                crops_ = self._crops(index, epoch)
+            except BadImage as err:
+                skipped.append((self.source.name(index), str(err)))
+                continue
+            out[kept] = crops_ if crops > 1 else crops_[0]
+            labels.append(self.source.label(index))
+            kept += 1
+        return Batch(out[:kept], torch.tensor(labels, dtype=torch.int64), skipped)
+
+    def _crops(self, index: int, epoch: int) -> torch.Tensor:
+        rng = sample_rng(self.seed, epoch, index)
+        plan: dict = {}
+
+        def reduction(h: int, w: int) -> int:  # the crops are chosen on the stored size
+            plan["hw"], plan["boxes"] = (h, w), self.view.boxes(h, w, rng)
+            return max_reduction(plan["boxes"], self.view.size)
+
+        img = self.source.image(index, reduction)
+        h, w = img.shape[1:]
+        if not plan:
+            reduction(h, w)
+        sy, sx = h / plan["hw"][0], w / plan["hw"][1]
+        boxes = [Box(b.top * sy, b.left * sx, b.height * sy, b.width * sx, b.flip) for b in plan["boxes"]]
+        return torch.stack([crop_resize(img, b, self.view.size) for b in boxes])
+
+
+def pass_batch(batch: Batch) -> Batch:
+    """The DataLoader's collate_fn: CropDataset already returns whole batches."""
+    return batch
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """This process's share of an epoch, as (index, epoch) keys.
+
+    The order depends only on (seed, epoch). Training shards are cut to equal length (every
+    process must take the same number of steps); evaluation shards keep every sample exactly once
+    (none padded, so nothing is counted twice). `start` skips keys already seen when resuming
+    mid-epoch.
+    """
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1,
+                 equal_shards: bool = True):
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world, self.equal_shards = rank, world, equal_shards
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) & 0x7FFF_FFFF_FFFF_FFFF)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def _shard(self) -> list[int]:
+        order = self._order()
+        if self.equal_shards:
+            order = order[: len(order) // self.world * self.world]
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(i, self.epoch) for i in self._shard()[self.start :]])
+
+    def __len__(self) -> int:
+        return max(len(self._shard()) - self.start, 0)
+
+
+# ----------------------------------------------------------------------------- data sets
+
+
+@dataclass
+class Stats:
+    """Pixel statistics on a 0..1 scale, per channel, for normalisation and PCA lighting."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    eigval: tuple[float, ...]
+    eigvec: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def imagenet(cls, channels: int) -> "Stats":
+        if channels == 3:
+            return cls(IMAGENET_MEAN, IMAGENET_STD, IMAGENET_EIGVAL, IMAGENET_EIGVEC)
+        # gray: ImageNet's mean luminance, and its first principal component (nearly luminance)
+        return cls((0.449,), (0.226,), (IMAGENET_EIGVAL[0],), ((1.0,),))
+
+    @classmethod
+    def of_pixels(cls, pixels: np.ndarray) -> "Stats":
+        """From an (N, C) array of 0..1 pixel values."""
+        mean, std = pixels.mean(0), pixels.std(0)
+        if pixels.shape[1] == 1:
+            return cls((float(mean[0]),), (float(std[0]),), (float(std[0] ** 2),), ((1.0,),))
+        eigval, eigvec = np.linalg.eigh(np.cov(pixels, rowvar=False))
+        order = np.argsort(eigval)[::-1]
+        return cls(tuple(map(float, mean)), tuple(map(float, std)), tuple(map(float, eigval[order])),
+                   tuple(tuple(map(float, row)) for row in eigvec[:, order]))
+
+
+@dataclass
+class DataSet:
+    """The train and val sources of a run, with their class names and statistics."""
+
+    name: str
+    classes: list[str]
+    train: ImageSource
+    val: ImageSource
+    stats: Stats
+    in_memory: bool
+
+
+def open_folder(root: str | os.PathLike, channels: int) -> DataSet:
+    layout = scan_layout(root)
+    return DataSet(layout.describe(), layout.classes, FileSource(layout.splits["train"], channels),
+                   FileSource(layout.splits["val"], channels), Stats.imagenet(channels), False)
+
+
+def open_digits(channels: int) -> DataSet:
+    """scikit-learn's 8x8 handwritten digits, bundled with netdsl (see assets/DIGITS-ATTRIBUTION.md)."""
+    with np.load(DIGITS_PATH) as d:
+        xt, yt, xv, yv = d["x_train"], d["y_train"], d["x_val"], d["y_val"]
+        classes = [str(c) for c in d["classes"]]
+    pixels = (xt.reshape(-1, 1) / 255.0).repeat(channels, axis=1)
+    stats = Stats.of_pixels(pixels)
+    if channels == 3:  # identical channels: one real component (the others are numerically 0)
+        stats = Stats(stats.mean, stats.std, (stats.std[0] ** 2 * 3, 0.0, 0.0),
+                      ((3 ** -0.5, 0.0, 0.0),) * 3)
+    name = f"bundled digits (scikit-learn, 8x8 upscaled): {len(classes)} classes, " \
+           f"{len(yt):,} train, {len(yv):,} val images"
+    return DataSet(name, classes, ArraySource(xt, yt, channels), ArraySource(xv, yv, channels),
+                   stats, True)
+
+
+def open_data(data: str | os.PathLike | None, channels: int) -> DataSet:
+    """`data` is a folder in ImageNet's layout, or None for the bundled digits."""
+    if channels not in (1, 3):
+        raise UsageError(f"the spec's input has {channels} channels; images can feed 1 (gray) or 3 (RGB)")
+    return open_digits(channels) if data is None else open_folder(data, channels)

@@ -1,0 +1,125 @@
+"""Evaluation (centre crop and the paper's 10 crops) and prediction with trained weights."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint
+from .api import Net
+from .data import BadImage, Stats, decode_file, crop_resize, open_data, open_digits
+from .metrics import Sums, percent, topk_correct
+from .pipeline import Loader, Preprocess, make_loader, stats_from_dict, test_view, worker_count
+from .recipes import Config, resolve, resolve_resume
+from .source import UsageError
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Loader, preprocess: Preprocess,
+             out_device: torch.device) -> dict[str, float]:
+    """Loss, top-1/top-5 accuracy (percent) and counts over this process's share of `loader`,
+    summed over all processes. Multi-crop batches average the softmax over the crops."""
+    model.eval()
+    sums = Sums(out_device, ["loss", "c1", "c5", "n", "skipped"])
+    for batch in loader.loader:
+        sums.add(skipped=len(batch.skipped))
+        n = len(batch.labels)
+        if n == 0:
+            continue
+        x = batch.images
+        crops = x.shape[1] if x.dim() == 5 else 1
+        logits = model(preprocess(x.flatten(0, 1) if crops > 1 else x)).float()
+        y = batch.labels.to(out_device, non_blocking=True)
+        if crops > 1:
+            scores = logits.softmax(1).view(n, crops, -1).mean(1)
+            loss = F.nll_loss(scores.clamp_min(1e-12).log(), y, reduction="sum")
+        else:
+            scores, loss = logits, F.cross_entropy(logits, y, reduction="sum")
+        c1, c5 = topk_correct(scores, y)
+        sums.add(loss=loss, c1=c1, c5=c5, n=n)
+    r = sums.reduced()
+    n = r["n"]
+    return {"loss": r["loss"] / n if n else float("nan"), "acc1": percent(r["c1"], n),
+            "acc5": percent(r["c5"], n), "images": int(n), "skipped": int(r["skipped"])}
+
+
+@dataclass
+class Trained:
+    """A net with trained weights, and what is needed to feed it as it was trained."""
+
+    model: torch.nn.Module
+    config: Config
+    classes: list[str] | None
+    stats: Stats | None
+    device: torch.device
+    out_device: torch.device
+    size: tuple[int, int]
+    channels: int
+
+
+def load_trained(net: Net, weights: str | Path, device: str = "auto",
+                 overrides: dict[str, Any] | None = None) -> Trained:
+    from .train import check_input, pick_devices, Dist
+    state = checkpoint.load(weights)
+    if "config" in state:
+        config = resolve_resume(state["config"], [("the command line", overrides or {})]).config
+    else:
+        config = resolve(net.graph.training, None, overrides or {}).config
+    devices = pick_devices(device, Dist())
+    channels, size = check_input(net)
+    model = net.to_torch(devices=devices, logits=True)
+    checkpoint.load_weights(model, checkpoint.model_state(state), str(weights))
+    model.eval()
+    stats = stats_from_dict(state["stats"]) if "stats" in state else None
+    return Trained(model, config, state.get("classes"), stats, devices[0],
+                   getattr(model, "output_device", None) or devices[0], size, channels)
+
+
+def run_eval(net: Net, weights: str | Path, data: str | None, *, crops: Sequence[int] = (1, 10),
+             batch_size: int = 0, workers: int = -1, device: str = "auto") -> tuple[str, list[tuple[int, dict]]]:
+    """Evaluate on the val/ split of `data` (the bundled digits when None)."""
+    overrides = {"workers": workers} if workers >= 0 else {}
+    t = load_trained(net, weights, device, overrides)
+    dataset = open_data(data, t.channels)
+    if t.classes is not None and list(t.classes) != list(dataset.classes):
+        raise UsageError(f"{weights} was trained on {len(t.classes)} classes ({', '.join(t.classes[:5])}"
+                         f"{', ...' if len(t.classes) > 5 else ''}) but the data has {len(dataset.classes)} "
+                         f"({', '.join(dataset.classes[:5])}{', ...' if len(dataset.classes) > 5 else ''})")
+    stats = t.stats or dataset.stats
+    preprocess = Preprocess(stats, t.config.normalize, 0.0, t.device)
+    results = []
+    for n_crops in crops:
+        per_batch = batch_size or max(t.config.batch_size // n_crops, 1)
+        loader = make_loader(dataset.val, test_view(t.config, t.size, n_crops), batch_size=per_batch,
+                             workers=worker_count(t.config, dataset), train=False, seed=t.config.seed,
+                             pin_memory=t.device.type == "cuda")
+        results.append((n_crops, evaluate(t.model, loader, preprocess, t.out_device)))
+    return dataset.name, results
+
+
+@torch.no_grad()
+def run_predict(net: Net, weights: str | Path, images: Sequence[str], *, k: int = 5,
+                device: str = "auto") -> list[tuple[str, list[tuple[str, float]] | str]]:
+    """Top-k classes and probabilities per image (centre crop); an error string for unreadable files."""
+    t = load_trained(net, weights, device)
+    stats = t.stats or (open_digits(t.channels).stats if t.config.data is None and t.classes is None
+                        else Stats.imagenet(t.channels))
+    preprocess = Preprocess(stats, t.config.normalize, 0.0, t.device)
+    view = test_view(t.config, t.size)
+    out = []
+    for path in images:
+        try:
+            img = decode_file(path, t.channels)
+        except BadImage as err:
+            out.append((path, f"cannot read: {err}"))
+            continue
+        box = view.boxes(img.shape[1], img.shape[2], None)[0]
+        x = crop_resize(img, box, t.size).unsqueeze(0)
+        probs = t.model(preprocess(x)).float().softmax(1)[0]
+        top = probs.topk(min(k, probs.numel()))
+        names = t.classes or [str(i) for i in range(probs.numel())]
+        out.append((path, [(names[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]))
+    return out

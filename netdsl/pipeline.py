@@ -1,0 +1,106 @@
+"""From a data set and a recipe to batches on the device: views, loaders, device-side preprocessing."""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+import torch
+
+from .data import (Batch, CentreView, CropDataset, DataSet, EpochSampler, ImageSource, PaperTrainView,
+                   RandomResizedView, Stats, TenCropView, View, pass_batch)
+from .recipes import Config
+
+
+def train_view(config: Config, size: tuple[int, int]) -> View:
+    if config.crop == "random_resized":
+        return RandomResizedView(size, flip=config.flip)
+    return PaperTrainView(size, config.resize_for(size), flip=config.flip)
+
+
+def test_view(config: Config, size: tuple[int, int], crops: int = 1) -> View:
+    if crops == 10:
+        return TenCropView(size, config.resize_for(size))
+    return CentreView(size, config.resize_for(size))
+
+
+def worker_count(config: Config, data: DataSet) -> int:
+    if data.in_memory:
+        return 0  # decoding nothing: worker processes would only add start-up and copies
+    return config.workers if config.workers >= 0 else min(8, os.cpu_count() or 1)
+
+
+def _ignore_sigint(_: int) -> None:
+    # Ctrl-C reaches the whole process group; the main process saves and stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@dataclass
+class Loader:
+    loader: torch.utils.data.DataLoader
+    sampler: EpochSampler
+    batch_size: int  # per process
+
+
+def make_loader(source: ImageSource, view: View, *, batch_size: int, workers: int, train: bool,
+                seed: int, rank: int = 0, world: int = 1, pin_memory: bool = False) -> Loader:
+    sampler = EpochSampler(len(source), shuffle=train, seed=seed, rank=rank, world=world,
+                           equal_shards=train)
+    shard = len(sampler)
+    loader = torch.utils.data.DataLoader(
+        CropDataset(source, view, seed=seed), batch_size=batch_size, sampler=sampler,
+        num_workers=workers, collate_fn=pass_batch, pin_memory=pin_memory,
+        # a full last batch only (when there is one): batch norm cannot train on a batch of 1
+        drop_last=train and shard >= batch_size,
+        persistent_workers=train and workers > 0, worker_init_fn=_ignore_sigint if workers else None,
+        prefetch_factor=4 if workers else None,
+        # the loader's own generator, so that making an iterator leaves the global RNG alone
+        generator=torch.Generator().manual_seed(seed))
+    return Loader(loader, sampler, batch_size)
+
+
+class Preprocess:
+    """uint8 crops -> normalised float batches, on the device; PCA lighting noise when training.
+
+    normalize = "mean": pixels 0..255 minus the mean (the paper); "mean_std": (x/255 - mean) / std.
+    """
+
+    def __init__(self, stats: Stats, normalize: str, lighting: float, device: torch.device):
+        c = len(stats.mean)
+        self.mean = torch.tensor(stats.mean, device=device).view(1, c, 1, 1)
+        scale = torch.full((c,), 1 / 255) if normalize == "mean" else torch.tensor(stats.std)
+        self.scale = scale.to(device).view(1, c, 1, 1)
+        self.eigval = torch.tensor(stats.eigval, device=device)
+        self.eigvec = torch.tensor(stats.eigvec, device=device)
+        self.lighting = lighting
+        self.device = device
+
+    def __call__(self, images: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).float().div_(255)
+        if noise is not None and self.lighting > 0:
+            x = x + self._lighting(x.shape[0], x.shape[-3], noise)
+        return (x - self.mean).div_(self.scale)
+
+    def _lighting(self, n: int, channels: int, noise: torch.Generator) -> torch.Tensor:
+        """Krizhevsky et al. 2012, 4.1: add eigvec @ (alpha * eigval), alpha ~ N(0, lighting)."""
+        alpha = torch.randn(n, channels, generator=noise).to(self.device) * self.lighting
+        return ((alpha * self.eigval) @ self.eigvec.T).view(n, channels, 1, 1)
+
+
+def noise_generator(seed: int, epoch: int, step: int, rank: int) -> torch.Generator:
+    """The lighting noise of one batch depends on where it is in the run, nothing else."""
+    key = ((seed * 1_000_003 + epoch) * 1_000_033 + step) * 101 + rank
+    return torch.Generator().manual_seed(key & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def stats_to_dict(stats: Stats) -> dict:
+    return {"mean": list(stats.mean), "std": list(stats.std), "eigval": list(stats.eigval),
+            "eigvec": [list(r) for r in stats.eigvec]}
+
+
+def stats_from_dict(d: dict) -> Stats:
+    return Stats(tuple(d["mean"]), tuple(d["std"]), tuple(d["eigval"]), tuple(tuple(r) for r in d["eigvec"]))
+
+
+__all__ = ["Batch", "Loader", "Preprocess", "make_loader", "noise_generator", "test_view", "train_view",
+           "worker_count", "stats_to_dict", "stats_from_dict"]
