@@ -485,3 +485,220 @@ def test_cli_import_input_shape_and_phase(tmp_path, cli):
     assert net.graph.node("data").shape == (1, 32, 32) and net.graph.node("pool2").shape == (50, 5, 5)
     assert "phase TRAIN" in out.read_text()
     assert cli("import", FIXTURES / "examples__mnist__lenet.prototxt", "--input-shape", "3x4").exit_code == 2
+
+
+# ----------------------------------------------------------------------- lowering, forward
+
+@pytest.mark.parametrize("path", NETS + SOLVERS, ids=lambda p: p.stem)
+def test_every_fixture_lowers_and_runs_forward(path):
+    import torch
+    net, _ = imported(path)
+    model = net.to_torch(seed=0).eval()
+    inputs = [torch.randn(1, *n.shape) for n in net.graph.inputs()]
+    with torch.no_grad():
+        out = model(*inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    assert [tuple(o.shape[1:]) for o in outs] == [n.shape for n in net.graph.outputs()]
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+# -------------------------------------------------------------------------------- weights
+
+def write_caffemodel(text: str, path: Path, legacy: set[str] = frozenset()) -> dict[str, list]:
+    """A .caffemodel of the prototxt's net with random blobs, written with protobuf's own text parser."""
+    import torch
+    from google.protobuf import text_format
+    from netdsl.caffe.weights import caffe_pb
+
+    shapes = CaffeRef(read_prototxt(text)).blob_shapes
+    message = text_format.Parse(text, caffe_pb()())
+    gen = torch.Generator().manual_seed(7)
+    weights: dict[str, list] = {}
+    for layer in message.layer:
+        tensors = []
+        for i, shape in enumerate(shapes.get(layer.name, [])):
+            t = torch.randn(shape, generator=gen) * 0.3
+            if layer.type == "BatchNorm":  # Caffe stores mean and variance times a factor (blob 2)
+                t = [t, t.abs() + 0.5, torch.tensor([2.0])][i]
+            blob = layer.blobs.add()
+            if layer.name in legacy:  # the old num x channels x height x width form
+                blob.num, blob.channels, blob.height, blob.width = (1,) * (4 - len(shape)) + shape
+            else:
+                blob.shape.dim.extend(shape)
+            blob.data.extend(t.flatten().tolist())
+            tensors.append(t)
+        if tensors:
+            weights[layer.name] = tensors
+    path.write_bytes(message.SerializeToString())
+    return weights
+
+
+@pytest.mark.parametrize("name, legacy, logits", [
+    ("examples__mnist__lenet", {"ip1", "conv1"}, "ip2"),
+    ("examples__cifar10__cifar10_full", set(), "ip1"),
+    ("zoo", set(), "fc")])
+def test_caffemodel_weights_load_into_the_lowered_module(tmp_path, cli, name, legacy, logits):
+    import torch
+    pytest.importorskip("google.protobuf")
+    text = ZOO if name == "zoo" else (FIXTURES / f"{name}.prototxt").read_text()
+    prototxt, caffemodel, spec, state = (tmp_path / f for f in ("net.prototxt", "net.caffemodel", "net.net", "w.pt"))
+    prototxt.write_text(text)
+    weights = write_caffemodel(text, caffemodel, legacy)
+    assert cli("import", prototxt, "-o", spec).exit_code == 0
+    result = cli("import-weights", caffemodel, "--spec", spec, "-o", state)
+    assert result.exit_code == 0, result.output
+
+    net = netdsl.load(spec)
+    model = net.to_torch().eval()
+    model.load_state_dict(torch.load(state, weights_only=True))
+    loaded = model.state_dict()
+    for layer, tensors in weights.items():
+        node = {"scale_a": "bn_a"}.get(layer, layer)
+        if layer == "bn_a":
+            assert torch.equal(loaded["bn_a.running_mean"], tensors[0] / 2)
+            continue
+        assert torch.equal(loaded[f"{node}.weight"].flatten(), tensors[0].flatten()), layer
+        if len(tensors) > 1:
+            assert torch.equal(loaded[f"{node}.bias"], tensors[1]), layer
+
+    shape = net.graph.inputs()[0].shape
+    x = torch.randn(2, *shape)
+    ref = CaffeRef(read_prototxt(text), inputs={"data": x}, weights=weights)
+    with torch.no_grad():
+        out = model(x)
+        torch.testing.assert_close(model.logits(x) if name != "zoo" else out[1].log(), ref.values[logits]
+                                   if name != "zoo" else ref.values["prob"].log(), rtol=1e-4, atol=1e-4)
+    outs = out if isinstance(out, tuple) else (out,)
+    for node, value in zip(net.graph.outputs(), outs):
+        torch.testing.assert_close(value, ref.values[node.name], rtol=1e-4, atol=1e-5)
+
+
+def test_import_weights_takes_the_net_from_the_caffemodel(tmp_path, cli):
+    import torch
+    pytest.importorskip("google.protobuf")
+    text = (FIXTURES / "examples__cifar10__cifar10_quick.prototxt").read_text()
+    weights = write_caffemodel(text, tmp_path / "quick.caffemodel")
+    result = cli("import-weights", tmp_path / "quick.caffemodel", "--write-spec", tmp_path / "quick.net")
+    assert result.exit_code == 0, result.output
+    state = torch.load(tmp_path / "quick.pt", weights_only=True)
+    assert torch.equal(state["conv2.weight"], weights["conv2"][0])
+    net = netdsl.load(tmp_path / "quick.net")
+    assert net.ok and net.report.total_params == 145_578
+
+
+def test_import_weights_reports_every_mismatch(tmp_path, cli):
+    pytest.importorskip("google.protobuf")
+    write_caffemodel((FIXTURES / "examples__mnist__lenet.prototxt").read_text(), tmp_path / "lenet.caffemodel")
+    result = cli("import-weights", tmp_path / "lenet.caffemodel", "--spec", ROOT / "specs" / "caffenet.net",
+                 "-o", tmp_path / "w.pt")
+    assert result.exit_code == 1 and not (tmp_path / "w.pt").exists()
+    assert "ip1 (InnerProduct): the net has no layer of that name" in result.output
+    assert "conv1.weight: the caffemodel has 20x1x5x5, the net needs 96x3x11x11" in result.output
+    assert "no weights in the caffemodel for conv3, conv4, conv5, fc6, fc7, fc8" in result.output
+    (tmp_path / "junk.caffemodel").write_bytes(b"\x00\xff" * 10)
+    junk = cli("import-weights", tmp_path / "junk.caffemodel")
+    assert junk.exit_code == 1 and "not a Caffe binary NetParameter" in junk.output
+    assert "Traceback" not in result.output + junk.output
+
+
+def test_embedded_descriptor_is_the_shipped_caffe_proto():
+    pytest.importorskip("grpc_tools")
+    from netdsl.caffe.proto_descriptor import CAFFE_PROTO, FILE_DESCRIPTOR, compile_proto
+    assert CAFFE_PROTO.read_bytes() == (FIXTURES / "src__caffe__proto__caffe.proto").read_bytes()
+    assert compile_proto(CAFFE_PROTO) == FILE_DESCRIPTOR
+
+
+# --------------------------------------------------------------------------------- export
+
+def _renamed(state: dict) -> dict:
+    out = {}
+    for key, value in state.items():
+        layer, _, param = key.rpartition(".")
+        out[f"{sanitize(layer)}.{param}"] = value
+    return out
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_export_round_trip(spec, tmp_path):
+    import torch
+    from netdsl.caffe.exporter import CaffeExportError, export_prototxt
+    net = netdsl.load(spec)
+    path = tmp_path / "deploy.prototxt"
+    if spec.stem == "alexnet":  # cuda-convnet2's ceil convolutions: 224 -> 55 where Caffe gets 54
+        with pytest.raises(CaffeExportError) as err:
+            export_prototxt(net, path)
+        assert f"{spec}:25:5: error: conv1: round=ceil cannot be expressed in Caffe" in err.value.render()
+        assert "(224 + 0 + 0 - 11) / 4 + 1 = 54.25" in err.value.render() and not path.exists()
+        return
+    export_prototxt(net, path)
+    back, _ = imported(path)
+    assert (back.report.total_params, back.report.total_macs) == (net.report.total_params, net.report.total_macs)
+    assert [n.shape for n in back.graph.outputs()] == [n.shape for n in net.graph.outputs()]
+    originals = {sanitize(n.name): n for n in net.graph}
+    for node in back.graph:
+        if node.name in originals:
+            original = originals[node.name]
+            kind = original.kind
+            if kind == "lrn" and original.meta.get("placement") == "partitioned":
+                kind = "concat"  # Caffe has no towers: Slice -> one LRN per tower -> Concat
+            kind = {"adaptive_avgpool": "avgpool", "adaptive_maxpool": "maxpool"}.get(kind, kind)
+            assert (node.kind, node.shape) == (kind, original.shape), node.name
+    # Caffe's own rules on the exported file agree with netdsl's count
+    assert caffe_reference(path)[1] == net.report.total_params
+
+    # the same function: the original's weights, under Caffe's names, give the same outputs
+    a = net.to_torch(seed=0).eval()
+    b = back.to_torch().eval()
+    b.load_state_dict(_renamed(a.state_dict()))
+    x = torch.randn(2, *net.graph.inputs()[0].shape)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", NETS, ids=lambda p: p.stem)
+def test_import_then_export_keeps_the_caffe_net(path, tmp_path):
+    from netdsl.caffe.exporter import export_prototxt
+    net, _ = imported(path)
+    out = tmp_path / "again.prototxt"
+    export_prototxt(net, out)
+    tops, params = caffe_reference(out)
+    expected_tops, expected_params = caffe_reference(path)
+    assert params == expected_params
+    assert {sanitize(k): v for k, v in expected_tops.items()} == {sanitize(k): v for k, v in tops.items()}
+
+
+def test_export_zoo_round_trip(zoo, tmp_path):
+    import torch
+    from netdsl.caffe.exporter import export_prototxt
+    net, _ = imported(zoo)
+    out = tmp_path / "zoo2.prototxt"
+    export_prototxt(net, out)
+    back, _ = imported(out)
+    assert back.report.total_params == net.report.total_params
+    assert {n.name: (n.kind, n.shape) for n in back.graph} == {n.name: (n.kind, n.shape) for n in net.graph}
+    a, b = net.to_torch(seed=0).eval(), back.to_torch().eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 8, 17, 15)
+    with torch.no_grad():
+        for u, v in zip(a(x), b(x)):
+            torch.testing.assert_close(u, v)
+
+
+def test_export_errors_name_every_layer_caffe_cannot_express():
+    from netdsl.caffe.exporter import CaffeExportError, to_prototxt
+    net = netdsl.loads("""input x: 3x9x9
+a: conv(4, 3, pad=(0, 1))
+b: gelu
+c: adaptive_avgpool(3)
+towers 2 {
+  d: fc(10)
+  e: fc(10)
+}
+""", "bad.net")
+    with pytest.raises(CaffeExportError) as err:
+        to_prototxt(net)
+    text = err.value.render()
+    assert [d.layer for d in err.value.diagnostics] == ["a", "b", "c", "e"]
+    assert "bad.net:2:1: error: a: Caffe pads both sides alike" in text
+    assert "bad.net:3:1: error: b: Caffe has no layer for netdsl's 'gelu'" in text
+    assert "adaptive pooling from 8x8 to 3x3" in text and "e: Caffe's InnerProduct has no groups" in text
