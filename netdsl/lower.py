@@ -415,6 +415,11 @@ class LoweredNet(nn.Module):
     def ends_in_softmax(self) -> bool:
         return bool(self._softmaxes)
 
+    @property
+    def output_names(self) -> list[str]:
+        """The layers whose outputs forward returns (a trailing softmax's input when logits=True)."""
+        return [self._graph.nodes[i].name for i in self._plan.outputs]
+
     def layer(self, name: str) -> nn.Module:
         """The submodule of a spec layer; a split layer on N devices is its TowerSplit."""
         if name not in self._slots or self._graph.node(name).kind == "input":
