@@ -702,3 +702,39 @@ towers 2 {
     assert "bad.net:2:1: error: a: Caffe pads both sides alike" in text
     assert "bad.net:3:1: error: b: Caffe has no layer for netdsl's 'gelu'" in text
     assert "adaptive pooling from 8x8 to 3x3" in text and "e: Caffe's InnerProduct has no groups" in text
+
+
+def test_names_netdsl_cannot_spell_are_rewritten():
+    from netdsl.caffe.importer import import_prototxt
+    text = """input: "input" input_shape { dim: 1 dim: 4 }
+    layer { name: "net" type: "InnerProduct" bottom: "input" top: "a" inner_product_param { num_output: 3 } }
+    layer { name: "1st/fc" type: "InnerProduct" bottom: "a" top: "b" inner_product_param { num_output: 3 } }
+    layer { name: "1st.fc" type: "InnerProduct" bottom: "b" top: "c" inner_product_param { num_output: 2 } }"""
+    result = import_prototxt(text)
+    net = netdsl.loads(result.spec)
+    assert net.ok, net.render_diagnostics()
+    assert result.layers == {"net": "net_", "1st/fc": "_1st_fc", "1st.fc": "_1st_fc_2"}
+    assert [n.name for n in net.graph] == ["input_", "net_", "_1st_fc", "_1st_fc_2"]
+    assert "_1st_fc_2: fc(2)  # 1st.fc" in result.spec
+
+
+def test_transposed_inner_product_weights(tmp_path):
+    import torch
+    pytest.importorskip("google.protobuf")
+    from google.protobuf import text_format
+    from netdsl.caffe.weights import caffe_pb, load_caffemodel, spec_from_caffemodel
+    text = """input: "x" input_shape { dim: 1 dim: 4 }
+    layer { name: "fc" type: "InnerProduct" bottom: "x" top: "fc"
+            inner_product_param { num_output: 3 transpose: true } }"""
+    message = text_format.Parse(text, caffe_pb()())
+    weight = torch.arange(12.0).reshape(4, 3)  # stored [in, out]
+    for values, shape in ((weight, (4, 3)), (torch.ones(3), (3,))):
+        blob = message.layer[0].blobs.add()
+        blob.shape.dim.extend(shape)
+        blob.data.extend(values.flatten().tolist())
+    (tmp_path / "t.caffemodel").write_bytes(message.SerializeToString())
+    imported_net = spec_from_caffemodel(tmp_path / "t.caffemodel")
+    assert "Caffe stores this weight transposed" in imported_net.spec
+    model = load_caffemodel(netdsl.loads(imported_net.spec), tmp_path / "t.caffemodel")
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(model(x), x @ weight + 1)

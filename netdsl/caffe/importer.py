@@ -200,7 +200,7 @@ class Importer:
 
     # ------------------------------------------------------------------------ layers
     def _layer(self, layer: Message) -> None:
-        name = str(layer.get("name", f"layer at line {layer.span.line}"))
+        name = str(layer.get("name", f"layer at line {layer.span.line}" if layer.span else "a layer"))
         ltype = self._type(layer, name)
         if not self._in_phase(layer):
             self.left_out.append(self._describe(layer, name, ltype, f"phase {self._other_phase()} only"))
@@ -248,7 +248,7 @@ class Importer:
     def _describe(self, layer: Message, name: str, ltype: str, why: str) -> str:
         bottoms = ", ".join(str(b) for b in layer.values("bottom"))
         tops = ", ".join(str(t) for t in layer.values("top"))
-        text = f"{name} ({ltype}, line {layer.span.line}): {why}"
+        text = f"{name} ({ltype}" + (f", line {layer.span.line}" if layer.span else "") + f"): {why}"
         if bottoms:
             text += f"; reads {bottoms}"
         if tops and ltype in DATA_TYPES:

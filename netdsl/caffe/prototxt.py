@@ -39,7 +39,7 @@ class Field:
 class Message:
     key: str  # the field name this message sits under; "" for the file itself
     fields: list[Field] = field(default_factory=list)
-    span: Span = Span(1, 1, 1, 1)
+    span: Span | None = Span(1, 1, 1, 1)  # None for a message read from a binary .caffemodel
 
     def __iter__(self) -> Iterator[Field]:
         return iter(self.fields)
@@ -74,7 +74,7 @@ class Message:
     def messages(self, key: str) -> list["Message"]:
         return [f.value for f in self.all(key) if isinstance(f.value, Message)]
 
-    def span_of(self, key: str) -> Span:
+    def span_of(self, key: str) -> Span | None:
         f = self.field(key)
         return f.span if f else self.span
 

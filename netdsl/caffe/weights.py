@@ -286,7 +286,7 @@ def to_message(pb: Any, key: str = "") -> Message:
         values = list(value) if _repeated(fd) else [value]
         for v in values:
             fields.append(Field(fd.name, _value(fd, v), None))
-    return Message(key, fields)
+    return Message(key, fields, None)  # no source positions in a binary file
 
 
 def _repeated(fd: Any) -> bool:
