@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 FORMATS = ("svg", "png", "pdf", "dot")
 RANKDIRS = ("TB", "LR")
 PNG_DPI = 144  # 96 looks blurry in a paper or on a slide
+MAX_BLOCK_CLUSTERS = 200
 
 INSTALL_HINT = """\
 netdsl draws through Graphviz's `dot` program, which is not installed (or not on PATH).
@@ -85,7 +86,14 @@ class Box:
 
 
 def expanded_boxes(graph: Graph) -> list[Box]:
-    return [Box(n.name, [n], clusters=n.scope) for n in graph]
+    boxed = boxes_blocks(graph)
+    return [Box(n.name, [n], clusters=n.scope if boxed else ()) for n in graph]
+
+
+def boxes_blocks(graph: Graph) -> bool:
+    """Whether the expanded view draws block instances as clusters: dot slows down about fivefold
+    with hundreds of clusters, and the layers' names (u_17.conv) still say which block they are in."""
+    return len(graph.blocks) <= MAX_BLOCK_CLUSTERS
 
 
 def folded_boxes(graph: Graph) -> list[Box]:
@@ -377,7 +385,7 @@ def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool 
         raise ValueError(f"rankdir must be one of {', '.join(RANKDIRS)}, got {rankdir!r}")
     boxes = folded_boxes(graph) if fold else expanded_boxes(graph)
     owner = {n.name: box for box in boxes for n in box.nodes}
-    dot = graphviz.Digraph(graph.name, graph_attr=_graph_attrs(graph, rankdir.upper(), counts),
+    dot = graphviz.Digraph(graph.name, graph_attr=_graph_attrs(graph, rankdir.upper(), counts, fold),
                            node_attr={"shape": "box", "style": "rounded,filled", "fontname": FONT,
                                       "fontsize": "12", "color": "#444444", "margin": "0.1,0.03"},
                            edge_attr={"fontname": FONT, "fontsize": "10", "fontcolor": MUTED,
@@ -394,7 +402,7 @@ def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool 
     return dot
 
 
-def _graph_attrs(graph: Graph, rankdir: str, counts: bool) -> dict[str, str]:
+def _graph_attrs(graph: Graph, rankdir: str, counts: bool, fold: bool) -> dict[str, str]:
     lines = [graph.title or graph.name]
     if counts:
         total_params = sum(n.meta.get("params", 0) for n in graph)
@@ -403,6 +411,8 @@ def _graph_attrs(graph: Graph, rankdir: str, counts: bool) -> dict[str, str]:
     if graph.towers:
         per_tower = "channels and parameters" if counts else "channels"
         lines.append(f"inside a tower: {per_tower} per tower; dashed red: reads every tower")
+    if not fold and not boxes_blocks(graph):
+        lines.append(f"{len(graph.blocks):,} block instances, too many to box: a layer's name says its block")
     title = _rows([f"<b>{_text(lines[0])}</b>"]
                   + [f'<font point-size="11" color="{MUTED}">{_text(line)}</font>' for line in lines[1:]])
     return {"rankdir": rankdir, "label": title, "labelloc": "t", "fontname": FONT,

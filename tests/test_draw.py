@@ -311,3 +311,28 @@ def test_the_benchmark_spec_is_valid_with_the_layers_asked_for():
     net = netdsl.load(generate(300))
     assert net.ok, net.render_diagnostics()
     assert len(net.graph) == 301  # 300 layers and the input
+
+
+def test_expanding_hundreds_of_blocks_skips_their_clusters():
+    many = ("block unit(c) {\n conv: conv(c, 3, pad=1)\n relu: relu\n}\ninput data: 3x8x8\n"
+            f"repeat {draw.MAX_BLOCK_CLUSTERS + 1} {{\n u: unit(4)\n}}\n")
+    graph = netdsl.load(many).graph
+    expanded = draw.to_dot(graph, fold=False).source
+    assert "subgraph cluster_" not in expanded and "too many to box" in expanded
+    assert "u_1.conv" in expanded and f"u_{draw.MAX_BLOCK_CLUSTERS + 1}.relu" in expanded
+    folded = draw.render(netdsl.load(many), None, "dot").decode()
+    assert f"unit(4) ×{draw.MAX_BLOCK_CLUSTERS + 1}" in folded and "too many" not in folded
+    few = draw.to_dot(netdsl.load(many.replace(str(draw.MAX_BLOCK_CLUSTERS + 1), "3")).graph, fold=False).source
+    assert few.count("subgraph cluster_u_") == 3 and "cluster_u_1 {" in few
+
+
+@needs_dot
+def test_a_thousand_layers_draw_in_under_five_seconds():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from draw_bench import generate, time_in_process
+    finally:
+        sys.path.pop(0)
+    time_in_process(generate(50), True)  # imports and grammar, paid once per process
+    _, seconds, size = time_in_process(generate(1000), fold=False)
+    assert size > 1_000_000 and seconds < 5.0
