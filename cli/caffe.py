@@ -138,3 +138,21 @@ def import_weights_cmd(caffemodel: str, spec: str | None, output: str | None, wr
         raise click.UsageError(f"cannot write {out}: {err.strerror or err}") from None
     count = sum(t.numel() for k, t in state.items() if not k.endswith("num_batches_tracked"))
     click.echo(f"{caffemodel} -> {out}: {len(state)} tensors, {count:,} values, for {net.graph.name}", err=True)
+
+
+def export_prototxt_or_exit(net: netdsl.Net, output: Path, weights: str | None = None) -> None:
+    """`netdsl export --format prototxt`: the deploy prototxt, or every layer Caffe cannot express."""
+    from netdsl.caffe.exporter import CaffeExportError, to_prototxt
+
+    if weights:
+        raise click.UsageError("a prototxt holds no weights: --weights is for torchscript and onnx")
+    try:
+        text = to_prototxt(net)
+    except CaffeExportError as err:
+        click.echo(err.render(), err=True)
+        n = len(err.diagnostics)
+        click.echo(f"\n{net.source.name}: {n} layer{'s' if n != 1 else ''} Caffe cannot express; nothing written",
+                   err=True)
+        sys.exit(EXIT_SPEC_ERROR)
+    _write(output, text)
+    click.echo(f"wrote {output} (prototxt, {len(net.graph)} layers)")

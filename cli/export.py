@@ -12,7 +12,7 @@ import click
 
 from .main import load_or_exit
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "prototxt")
 
 
 class ExportError(click.ClickException):
@@ -31,8 +31,13 @@ class ExportError(click.ClickException):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the initial weights.")
 @click.option("--logits", is_flag=True, help="Stop before a trailing softmax (export logits).")
 def export(spec: str, fmt: str, output: str, weights: str | None, seed: int, logits: bool) -> None:
-    """Export SPEC lowered to PyTorch, as TorchScript or ONNX (batch size stays free)."""
+    """Export SPEC lowered to PyTorch, as TorchScript or ONNX (batch size stays free), or as a Caffe deploy
+    prototxt (docs/caffe.md)."""
     net = load_or_exit(spec)
+    if fmt == "prototxt":
+        from .caffe import export_prototxt_or_exit
+        export_prototxt_or_exit(net, Path(output), weights)
+        return
     from netdsl.export import ExportFailed, export_model  # torch is imported here, not for `check`
     try:
         path = export_model(net, fmt, Path(output), weights=weights, seed=seed, logits=logits)

@@ -738,3 +738,17 @@ def test_transposed_inner_product_weights(tmp_path):
     model = load_caffemodel(netdsl.loads(imported_net.spec), tmp_path / "t.caffemodel")
     x = torch.randn(2, 4)
     torch.testing.assert_close(model(x), x @ weight + 1)
+
+
+def test_cli_export_prototxt(tmp_path, cli):
+    out = tmp_path / "caffenet.prototxt"
+    result = cli("export", ROOT / "specs" / "caffenet.net", "--format", "prototxt", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert caffe_reference(out)[1] == 60_965_224
+    back = cli("import", out, "-o", tmp_path / "caffenet.net")
+    assert back.exit_code == 0 and "60,965,224 parameters" in back.output
+    bad = cli("export", ROOT / "specs" / "alexnet.net", "--format", "prototxt", "-o", tmp_path / "a.prototxt")
+    assert bad.exit_code == 1 and "alexnet.net:25:5: error: conv1: round=ceil" in bad.output
+    assert "nothing written" in bad.output and not (tmp_path / "a.prototxt").exists()
+    weights = cli("export", ROOT / "specs" / "lenet.net", "--format", "prototxt", "-o", out, "--weights", out)
+    assert weights.exit_code == 2 and "a prototxt holds no weights" in weights.output
