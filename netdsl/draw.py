@@ -101,6 +101,9 @@ def folded_boxes(graph: Graph) -> list[Box]:
     boxes: list[Box] = []
     for run in _runs(_units(graph)):
         boxes.extend(_run_boxes(run))
+    for box in boxes:
+        if box.block is not None and box.id in graph:  # a layer may share a block instance's name
+            box.id += " (block)"
     return boxes
 
 
