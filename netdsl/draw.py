@@ -21,6 +21,8 @@ import graphviz
 from . import layers
 from .ir import Graph, Node, Shape
 from .layers import fmt_shape
+from .source import Source, Span
+from .syntax import BlockDef, LayerStmt, Lit, RepeatStmt, TowersBlock, parse
 
 if TYPE_CHECKING:
     from .api import Net
@@ -291,12 +293,10 @@ def summary(graph: Graph, nodes: list[Node], most: int = 4) -> list[str]:
 
 def block_calls(text: str) -> dict[str, str]:
     """`name: block(literal args)` at the top level, as written: {"conv1": "stage(64, 2)"}."""
-    from .source import Source
-    from .syntax import LayerStmt, Lit, RepeatStmt, TowersBlock, parse
     module, _ = parse(Source(text))
     if module is None:
         return {}
-    blocks = {s.name for s in module.statements if type(s).__name__ == "BlockDef"}
+    blocks = {s.name for s in module.statements if isinstance(s, BlockDef)}
     lines = text.splitlines()
     calls: dict[str, str] = {}
 
@@ -321,7 +321,7 @@ def call_text(calls: dict[str, str], instance: str) -> str | None:
     return calls.get(match.group(1) + REPEATED) if match else None
 
 
-def _slice(lines: list[str], span) -> str:
+def _slice(lines: list[str], span: Span) -> str:
     if span.line != span.end_line:
         return " ".join(x.strip() for x in lines[span.line - 1:span.end_line])
     return lines[span.line - 1][span.column - 1:span.end_column - 1]
