@@ -202,7 +202,6 @@ class CaffeRef:
         return shape, out
 
     def LRN(self, layer, name, ins, xs):
-        import torch
         import torch.nn.functional as F
         p = one(layer, "lrn_param")
         size, alpha, beta = one(p, "local_size", 5), one(p, "alpha", 1.0), one(p, "beta", 0.75)
@@ -366,7 +365,8 @@ layer { name: "dil" type: "Convolution" bottom: "cat" top: "dil"
 layer { name: "scale_b" type: "Scale" bottom: "dil" top: "sb" }
 layer { name: "pow" type: "Power" bottom: "sb" top: "pow" power_param { power: 2 scale: 0.5 shift: 1 } }
 layer { name: "sig" type: "Sigmoid" bottom: "pow" top: "sig" }
-layer { name: "ave" type: "Pooling" bottom: "sig" top: "ave" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "ave" type: "Pooling" bottom: "sig" top: "ave"
+  pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
 layer { name: "max2" type: "Pooling" bottom: "ave" top: "max2" pooling_param { pool: MAX kernel_size: 2 stride: 3 } }
 layer { name: "tanh" type: "TanH" bottom: "ave" top: "ave" }
 layer { name: "gmax" type: "Pooling" bottom: "ave" top: "gmax" pooling_param { pool: MAX global_pooling: true } }
