@@ -271,7 +271,7 @@ class Elaborator:
 
     def _define(self, local: str, scope: Scope, span: Span) -> str:
         full = f"{scope.prefix}{local}{scope.suffix}"
-        if full in self.graph:
+        if full in self.graph or full in self.graph.blocks:
             first = self.defined_at.get(full)
             raise SpecError(f"'{full}' is already defined" + (f" (line {first.line})" if first else ""),
                             span, ["every layer needs its own name"], code="duplicate", layer=full)

@@ -102,6 +102,11 @@ def test_duplicate_layer_name():
     assert "(line 2)" in e.message and e.span.line == 3
 
 
+def test_layer_named_like_an_earlier_block_instance():
+    e = only("block b(c) { x: conv(c, 3) }\ninput x: 3x8x8\ny: b(4)\ny: relu", "duplicate")
+    assert e.span.line == 4
+
+
 def test_arity():
     e = only("input x: 3x8x8\nc: concat", "arity")
     assert "concat needs at least 2 inputs" in e.message
