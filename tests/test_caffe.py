@@ -752,3 +752,15 @@ def test_cli_export_prototxt(tmp_path, cli):
     assert "nothing written" in bad.output and not (tmp_path / "a.prototxt").exists()
     weights = cli("export", ROOT / "specs" / "lenet.net", "--format", "prototxt", "-o", out, "--weights", out)
     assert weights.exit_code == 2 and "a prototxt holds no weights" in weights.output
+
+
+@pytest.mark.parametrize("content, code, message", [
+    (b"", 1, "this file defines no layers"),
+    (b"a { " * 5000 + b"}" * 5000, 1, "the messages nest too deeply to read"),
+    (b"\xd7\x01garbage", 2, "not UTF-8 text"),
+])
+def test_hostile_prototxt_files(tmp_path, cli, content, code, message):
+    path = tmp_path / "hostile.prototxt"
+    path.write_bytes(content)
+    result = cli("import", path)
+    assert result.exit_code == code and message in result.output and "Traceback" not in result.output

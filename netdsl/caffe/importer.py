@@ -879,6 +879,9 @@ def import_prototxt(text: str, name: str = "<prototxt>", options: ImportOptions 
         root = parse_prototxt(source.text)
     except ProtoSyntaxError as err:
         raise CaffeImportError(source, [err.diagnostic]) from None
+    except RecursionError:
+        raise CaffeImportError(source, [Diagnostic("error", "the messages nest too deeply to read", Span(1, 1, 1, 2),
+                                                   code="too-deep")]) from None
     options = options or ImportOptions()
     if options.phase not in PHASES:
         raise ValueError(f"phase must be TRAIN or TEST, not {options.phase}")
