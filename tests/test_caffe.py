@@ -442,6 +442,9 @@ def test_input_dim_v1_layers_and_split():
     ('layer { name: "d" type: "Data" top: "data" top: "label" data_param { source: "db" } }\n',
      "d: Data layer reads its images from 'db' and the prototxt does not say their size", ":1:19:"),
     ('layer // comment\n', "unexpected character '/'", ":1:7:"),
+    ('input: "x" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+     'layer { name: "n" type: "LRN" bottom: "x" top: "n" lrn_param { local_size: 4 } }\n',
+     "n: local_size 4: Caffe's LRN only takes odd sizes", ":2:64:"),
 ])
 def test_import_errors_name_the_layer_and_line(tmp_path, cli, text, message, where):
     path = tmp_path / "bad.prototxt"

@@ -580,7 +580,10 @@ def _lrn(imp: Importer, layer: Message, name: str) -> None:
             comment.append(f"k {fmt(k)} ignored: Caffe's within-channel LRN always adds 1")
     elif k != 1.0:
         kwargs["k"] = fmt(k)
-    stmt = imp.emit(layer, name, "lrn", [fmt(int(p.get("local_size", 5)))], kwargs)
+    size = int(p.get("local_size", 5))
+    if size % 2 == 0:
+        imp._fail(f"local_size {size}: Caffe's LRN only takes odd sizes", p.span_of("local_size"), name)
+    stmt = imp.emit(layer, name, "lrn", [fmt(size)], kwargs)
     _set_comment(stmt, comment)
 
 
