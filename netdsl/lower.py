@@ -40,6 +40,22 @@ _CHANNEL_MIXING = {"lrn", "softmax"}
 _RESERVED = {"training"}  # nn.Module assigns it after construction
 
 
+# torchvision.models.alexnet() module paths -> layer names of specs/alexnet-torchvision.net.
+TORCHVISION_ALEXNET = {"features.0": "conv1", "features.3": "conv2", "features.6": "conv3", "features.8": "conv4",
+                       "features.10": "conv5", "classifier.1": "fc6", "classifier.4": "fc7", "classifier.6": "fc8"}
+
+
+def rename_state_dict(state: dict[str, torch.Tensor], names: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Rename keys by their module path: with TORCHVISION_ALEXNET, `features.0.weight` -> `conv1.weight`."""
+    out = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if module not in names:
+            raise KeyError(f"no layer name for '{key}' in the name map")
+        out[f"{names[module]}.{leaf}"] = value
+    return out
+
+
 class DeviceError(UsageError):
     """The devices asked for do not exist or do not fit the spec's towers."""
 
@@ -164,14 +180,19 @@ class TowerSplit(nn.Module):
     concatenated along dim 0 (output channels) on save and split on load.
     """
 
-    def __init__(self, towers: list[nn.Module]) -> None:
+    def __init__(self, towers: list[nn.Module], devices: Sequence[torch.device],
+                 spans: Sequence[tuple[int, int] | None]) -> None:
         super().__init__()
-        self.towers = nn.ModuleList(towers)
+        self.devices, self.spans = tuple(devices), tuple(spans)
+        self.towers = nn.ModuleList(m.to(d) for m, d in zip(towers, devices))
         self.register_state_dict_post_hook(_merge_towers)
         self.register_load_state_dict_pre_hook(_split_towers)
 
     def forward(self, *args: Any) -> Any:
         raise RuntimeError("a TowerSplit runs through its LoweredNet's plan, one tower at a time")
+
+    def extra_repr(self) -> str:
+        return f"devices={[str(d) for d in self.devices]}"
 
 
 def _merge_towers(module: TowerSplit, state: dict, prefix: str, local_metadata: dict) -> None:
@@ -444,10 +465,9 @@ class LoweredNet(nn.Module):
         if not node.towers:
             return module.to(self._devices[0])
         n = len(self._devices)
-        shares = [tower_module(self._graph, node, module, t, n) for t in range(n)]
-        split = TowerSplit([m.to(d) for (m, _), d in zip(shares, self._devices)])
-        split._spans = tuple(span for _, span in shares)  # type: ignore[attr-defined]
-        return split
+        with torch.random.fork_rng(devices=[]):  # the shares' throw-away init must not move the caller's RNG
+            shares = [tower_module(self._graph, node, module, t, n) for t in range(n)]
+        return TowerSplit([m for m, _ in shares], self._devices, [span for _, span in shares])
 
     def _register(self, name: str, module: nn.Module) -> None:
         parts = name.split(".")
@@ -484,7 +504,7 @@ class LoweredNet(nn.Module):
                         device=self._devices[0] if self._devices else None)
         assert isinstance(module, TowerSplit)
         return TowerStep(tuple(module.towers), args, self._slots[node.name],
-                         modes=tuple(_tower_mode(node, s) for s in srcs), spans=module._spans,  # type: ignore
+                         modes=tuple(_tower_mode(node, s) for s in srcs), spans=module.spans,
                          flatten=node.kind == "fc", devices=tuple(self._devices))
 
     # -- running
