@@ -1,0 +1,178 @@
+"""Does lowering add overhead? Training-step time of lowered specs against hand-written PyTorch.
+
+Pairs, both built in this process with identical weights, timed alternately (the order flips every
+round so that drift from other processes hits both sides alike):
+  alexnet-torchvision  specs/alexnet-torchvision.net  vs  torchvision.models.alexnet()
+  alexnet-paper        specs/alexnet.net (one device) vs  tests/reference_nets.PaperAlexNet (grouped)
+Variants: eager, channels_last, torch.compile. A step is forward + cross-entropy + backward + SGD
+(momentum 0.9). The ratio is ours / reference: the median of the per-round ratios, with its spread.
+
+On CUDA it also reports images/s at batch 128 and 256 in fp32 and bf16 (autocast).
+
+    python bench/lowering_bench.py                          # CPU, batch 32 at 224, all variants
+    python bench/lowering_bench.py --variants eager --rounds 10
+    python bench/lowering_bench.py --device cuda            # on a GPU machine
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import netdsl  # noqa: E402
+from netdsl.lower import TORCHVISION_ALEXNET, rename_state_dict  # noqa: E402
+from reference_nets import PaperAlexNet  # noqa: E402
+
+
+@dataclass
+class Pair:
+    name: str
+    ours: nn.Module
+    ref: nn.Module
+
+
+@dataclass
+class Result:
+    name: str
+    variant: str
+    batch: int
+    ours_s: float  # median step time
+    ref_s: float
+    ratio: float  # median of per-round ratios ours / ref
+    ratio_lo: float  # 10th percentile of the per-round ratios
+    ratio_hi: float  # 90th percentile
+
+
+def build_pairs(device: torch.device, channels_last: bool, amp: str | None) -> list[Pair]:
+    import torchvision
+    torch.manual_seed(0)
+    tv = torchvision.models.alexnet()
+    ours_tv = netdsl.load(ROOT / "specs/alexnet-torchvision.net").to_torch(
+        seed=0, logits=True, channels_last=channels_last, amp=amp)
+    ours_tv.load_state_dict(rename_state_dict(tv.state_dict(), TORCHVISION_ALEXNET))
+    paper = PaperAlexNet()
+    ours_paper = netdsl.load(ROOT / "specs/alexnet.net").to_torch(
+        seed=0, logits=True, channels_last=channels_last, amp=amp)
+    ours_paper.load_state_dict(paper.state_dict())
+    pairs = [Pair("alexnet-torchvision", ours_tv, tv), Pair("alexnet-paper", ours_paper, paper)]
+    for p in pairs:
+        p.ours.to(device).train()
+        p.ref.to(device).train()
+        if channels_last:
+            p.ref.to(memory_format=torch.channels_last)
+    return pairs
+
+
+def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: torch.dtype | None) -> Callable[[], None]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        ctx = torch.autocast(x.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+        with ctx:
+            logits = model(x)
+        F.cross_entropy(logits.float(), y).backward()
+        opt.step()
+    return step
+
+
+def timed(step: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def alternate(pair: Pair, variant: str, batch: int, rounds: int, warmup: int, device: torch.device,
+              channels_last: bool, amp: str | None) -> Result:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 3, 224, 224, generator=gen).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), generator=gen).to(device)
+    ref_autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
+    ours = step_fn(pair.ours, x, y, None)  # the lowered module autocasts itself (to_torch(amp=...))
+    ref = step_fn(pair.ref, x, y, ref_autocast)
+    for _ in range(warmup):
+        ours(), ref()
+    t_ours, t_ref = [], []
+    for r in range(rounds):
+        if r % 2:
+            t_ref.append(timed(ref, device))
+            t_ours.append(timed(ours, device))
+        else:
+            t_ours.append(timed(ours, device))
+            t_ref.append(timed(ref, device))
+    ratios = sorted(a / b for a, b in zip(t_ours, t_ref))
+    q = statistics.quantiles(ratios, n=10) if len(ratios) >= 2 else [ratios[0]] * 9
+    return Result(pair.name, variant, batch, statistics.median(t_ours), statistics.median(t_ref),
+                  statistics.median(ratios), q[0], q[-1])
+
+
+def run_variant(variant: str, args: argparse.Namespace, device: torch.device, batch: int,
+                amp: str | None = None) -> list[Result]:
+    channels_last = variant == "channels_last"
+    results = []
+    for pair in build_pairs(device, channels_last, amp):
+        if variant == "compile":
+            pair.ours.compile()
+            pair.ref.compile()
+        label = variant if amp is None else f"{variant} {amp}"
+        res = alternate(pair, label, batch, args.rounds, args.warmup, device, channels_last, amp)
+        results.append(res)
+        print(row(res), flush=True)
+        del pair
+    return results
+
+
+def row(r: Result) -> str:
+    imgs = f"{r.batch / r.ours_s:8.1f} | {r.batch / r.ref_s:8.1f}"
+    return (f"| {r.name} | {r.variant} | {r.batch} | {r.ours_s * 1000:8.1f} | {r.ref_s * 1000:8.1f} | {imgs} | "
+            f"{r.ratio:.3f} | {r.ratio_lo:.3f}-{r.ratio_hi:.3f} |")
+
+
+HEADER = ("| pair | variant | batch | ours ms/step | ref ms/step | ours img/s | ref img/s | ratio (median) "
+          "| ratio p10-p90 |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=None, help="CPU batch (default 32); GPU uses 128 and 256")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--variants", default="eager,channels_last,compile")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+             f", {torch.get_num_threads()} threads"), flush=True)
+    print(HEADER, flush=True)
+    variants = [v for v in args.variants.split(",") if v]
+    if device.type == "cpu":
+        for variant in variants:
+            run_variant(variant, args, device, args.batch or 32)
+        return
+    for batch in ([args.batch] if args.batch else [128, 256]):
+        for amp in (None, "bf16"):
+            for variant in variants:
+                run_variant(variant, args, device, batch, amp)
+
+
+if __name__ == "__main__":
+    main()
