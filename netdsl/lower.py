@@ -100,7 +100,7 @@ def build_node(graph: Graph, node: Node, multi: bool) -> nn.Module:
     if kind is None or kind.build is None:
         raise LoweringError(f"{node.name}: no PyTorch lowering for layer kind '{node.kind}'")
     module = kind.build(node)
-    if node.kind == "relu" and _inplace_ok(graph, node, multi):
+    if node.kind == "relu" and node.params.get("slope", 0.0) >= 0 and _inplace_ok(graph, node, multi):
         module.inplace = True
     if node.kind in _CHANNEL_MIXING and node.meta.get("placement") == "partitioned":
         module = TowerLocal(module, graph.towers[node.towers].count)

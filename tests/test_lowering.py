@@ -274,6 +274,31 @@ def test_a_layer_may_be_named_like_a_module_method():
     assert model(torch.randn(1, 3, 4, 4)).shape == (1, 2)
 
 
+def test_in_place_relus_keep_autograd_correct():
+    spec_text = ("net t\ninput data: 3x6x6\nc: conv(4, 3)\nr: relu(slope=-0.1)\np: maxpool(2)\n"
+                 "q: relu\nf: fc(2)\n")
+    model = netdsl.loads(spec_text).to_torch(seed=0).double()
+    assert not model.layer("r").inplace and model.layer("q").inplace  # negative slope: never in place
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(model, (x,))
+
+
+def test_a_lowered_module_deep_copies_and_pickles(tmp_path):
+    import copy
+    net = spec("alexnet-mini")
+    for model in (net.to_torch(seed=0).eval(), net.to_torch(["cpu", "cpu"], seed=0).eval()):
+        twin = copy.deepcopy(model)
+        torch.save(model, tmp_path / "m.pt")
+        loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+        x = batch(net)
+        with torch.no_grad():
+            for other in (twin, loaded):
+                torch.testing.assert_close(other(x), model(x))
+        with torch.no_grad():
+            next(twin.parameters()).add_(1.0)  # the copy's plan runs the copy's own modules
+            assert not torch.allclose(twin(x), model(x))
+
+
 def test_logits_stop_before_the_trailing_softmax():
     net = spec("alexnet-mini")
     model = net.to_torch(seed=0).eval()
