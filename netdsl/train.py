@@ -159,10 +159,15 @@ def default_run_dir(net: Net) -> Path:
     return Path("runs") / f"{net.graph.name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def prepare_run_dir(run_dir: Path, resuming: bool) -> None:
+def check_run_dir(run_dir: Path, resuming: bool) -> None:
     if not resuming and (run_dir / "last.pt").exists():
         raise TrainError(f"{run_dir} already holds a run (last.pt): continue it with --resume "
                          f"{run_dir}, or choose another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"--out {run_dir}: not a directory")
+
+
+def make_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -275,7 +280,7 @@ class Trainer:
         self.train_loader, self.val_loader = self._loaders()
         self.progress = Progress()
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.out_device)
-        self.tb = TensorBoard(run_dir / "tensorboard", log.warn) if run_dir and dist.main else None
+        self.tb: TensorBoard | None = None
         self.metrics = MetricsCSV(run_dir / "metrics.csv") if run_dir else None
         if resume is not None:
             self._restore(resume, lr_given="lr" in resolved.origin and resolved.origin["lr"] != "the saved run")
@@ -318,6 +323,17 @@ class Trainer:
             self.log.info(f"the run has already trained {p.epoch} of {c.epochs} epochs; "
                           "give --epochs N to train further")
             return 0
+        if self.dist.main and self.run_dir:
+            self.metrics.keep_until(p.epoch)  # rows written after the checkpoint, before a crash
+            self.tb = TensorBoard(self.run_dir / "tensorboard", self.log.warn)
+        try:
+            return self._epochs()
+        finally:
+            if self.tb:
+                self.tb.close()
+
+    def _epochs(self) -> int:
+        c, p = self.config, self.progress
         with StopFlag(self.log) as stop:
             for epoch in range(p.epoch, c.epochs):
                 outcome = self._train_epoch(epoch, stop)
@@ -505,8 +521,6 @@ class Trainer:
                                                       if state["step"] else ""))
         at = f"epoch {p.epoch + 1}, step {p.step}" if p.step else f"the end of epoch {p.epoch}"
         self.log.info(f"resumed at {at} (lr {self.optimizer.param_groups[0]['lr']:.3g})")
-        if self.metrics and self.dist.main:
-            self.metrics.keep_until(p.epoch)
 
     def _restore_optimizer(self, state: dict[str, Any], lr_given: bool) -> None:
         try:
@@ -567,20 +581,18 @@ def train(net: Net, resolved: Resolved, *, resume_dir: Path | None = None,
     log = RunLog(dist)
     try:
         run_dir = resume_dir or Path(resolved.config.out or default_run_dir(net))
-        if dist.main:
-            prepare_run_dir(run_dir, resuming=resume_state is not None)
-            log.open(run_dir / "train.log")
+        check_run_dir(run_dir, resuming=resume_state is not None)
         for w in resolved.warnings:
             log.warn(w)
+        # everything that can be wrong with the data, devices or weights fails here, before the
+        # run directory is made
         trainer = Trainer(net, resolved, dist, log, run_dir if dist.main else None, resume_state)
         if dist.main:
+            make_run_dir(run_dir)
+            log.open(run_dir / "train.log")
             write_run_files(run_dir, net, resolved, dist, trainer.devices, argv or sys.argv)
             log.info(f"run directory: {run_dir}")
-        try:
-            return trainer.run()
-        finally:
-            if trainer.tb:
-                trainer.tb.close()
+        return trainer.run()
     finally:
         log.close()
         if dist.world > 1 and tdist.is_initialized():
