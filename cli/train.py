@@ -145,10 +145,16 @@ def _torchrun(nproc: int, ctx: click.Context) -> int:
            "-m", "netdsl.cli.main", "train", *args]
     click.echo(f"starting {nproc} processes: torchrun --standalone --nproc-per-node={nproc} "
                f"-m netdsl.cli.main train {' '.join(args)}", err=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:  # torchrun forwards the signal; the ranks save and exit
-        return 130
+    import signal
+    proc = subprocess.Popen(cmd)
+    # SIGTERM to this process goes on to torchrun, which passes it to every rank; Ctrl-C reaches
+    # them all directly. Either way the ranks save, so wait for them instead of killing them.
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 def _forward_args(ctx: click.Context) -> list[str]:

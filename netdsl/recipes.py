@@ -21,6 +21,7 @@ SCHEDULES = ("plateau", "step", "cosine", "constant")
 CROPS = ("paper", "random_resized")
 NORMALIZE = ("mean", "mean_std")
 AMP = ("none", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 class RecipeError(UsageError):
@@ -37,6 +38,7 @@ class Config:
     epochs: int = 90
     batch_size: int = 128  # in total, over all processes
     lr: float = 0.01
+    optimizer: str = "sgd"  # sgd (with momentum, nesterov) or adamw (momentum unused)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
@@ -78,7 +80,7 @@ PRESETS: dict[str, Config] = {
 }
 
 _CHOICES = {"recipe": tuple(PRESETS), "schedule": SCHEDULES, "crop": CROPS, "normalize": NORMALIZE,
-            "amp": AMP}
+            "amp": AMP, "optimizer": OPTIMIZERS}
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 

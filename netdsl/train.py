@@ -38,6 +38,7 @@ from .recipes import Config, Resolved
 from .source import UsageError
 
 EXIT_NAN = 3
+SHOW_SKIPPED = 5
 CHECK_NAMES = ("stop", "nonfinite")
 
 
@@ -271,14 +272,14 @@ class Trainer:
         self.model = self._build_model()
         self.out_device = getattr(self.model, "output_device", None) or self.device
         self.ddp = self._wrap(self.model)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
-                                         weight_decay=c.weight_decay, nesterov=c.nesterov)
+        self.optimizer = _optimizer(self.model, c)
         self.scheduler = _scheduler(self.optimizer, c)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.amp == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
         self.preprocess = Preprocess(self.data.stats, c.normalize, c.lighting, self.device)
         self.train_loader, self.val_loader = self._loaders()
         self.progress = Progress()
+        self._skipped_shown: dict[int, int] = {}
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.out_device)
         self.tb: TensorBoard | None = None
         self.metrics = MetricsCSV(run_dir / "metrics.csv") if run_dir else None
@@ -419,8 +420,14 @@ class Trainer:
         self.progress.partial = local
 
     def _note_skipped(self, skipped: list[tuple[str, str]], epoch: int) -> None:
-        for path, reason in skipped:
+        """Name the first few unreadable files of each epoch; the epoch line gives the total."""
+        shown = self._skipped_shown.get(epoch, 0)
+        for path, reason in skipped[: max(SHOW_SKIPPED - shown, 0)]:
             self.log.warn(f"epoch {epoch + 1}: skipped {path}: {reason}", all_ranks=True)
+        if shown <= SHOW_SKIPPED < shown + len(skipped):
+            self.log.warn(f"epoch {epoch + 1}: more unreadable files are skipped without naming them",
+                          all_ranks=True)
+        self._skipped_shown[epoch] = shown + len(skipped)
 
     def _end_epoch(self, epoch: int, train: dict[str, float]) -> None:
         c, p = self.config, self.progress
@@ -538,6 +545,13 @@ class Trainer:
                 group["lr"] = self.config.lr
             if hasattr(self.scheduler, "base_lrs"):
                 self.scheduler.base_lrs = [self.config.lr] * len(self.optimizer.param_groups)
+
+
+def _optimizer(model: nn.Module, c: Config) -> torch.optim.Optimizer:
+    if c.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                           nesterov=c.nesterov)
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, c: Config):

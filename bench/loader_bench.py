@@ -1,0 +1,135 @@
+"""Training input pipeline: netdsl's loader against pytorch/examples' ImageNet pipeline.
+
+Both read the same folder of ImageNet-sized JPEGs (about 500x375, about 100 KB) with the same
+number of worker processes and batch size, in one run, alternating so that load from other work
+hits both alike. Each pipeline's time includes everything up to a normalised float batch in the
+main process (for netdsl: the uint8 batch plus its conversion and normalisation there, as it
+would happen on the training device).
+
+    python bench/loader_bench.py                      # 2 workers, batch 64, 5 rounds
+    python bench/loader_bench.py --workers 8 --images 2000 --rounds 3
+
+baseline (pytorch/examples main.py): ImageFolder + PIL + RandomResizedCrop(224) +
+RandomHorizontalFlip + ToTensor + Normalize, default collate.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from netdsl.data import IMAGENET_MEAN, IMAGENET_STD, FileSource, PaperTrainView, RandomResizedView, Stats, scan_layout  # noqa: E402
+from netdsl.pipeline import Preprocess, make_loader, noise_generator  # noqa: E402
+
+
+def photo_like(rng: np.random.Generator, w: int = 500, h: int = 375) -> Image.Image:
+    """Smooth colour fields plus grain: compresses like a photo (~100 KB at quality 90)."""
+    low = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+    base = np.asarray(Image.fromarray(low).resize((w, h), Image.BICUBIC), dtype=np.int16)
+    grain = rng.normal(0, 16, (h, w, 3)).astype(np.int16)
+    return Image.fromarray(np.clip(base + grain, 0, 255).astype(np.uint8))
+
+
+def make_folder(root: Path, images: int, classes: int = 10) -> Path:
+    marker = root / f".complete-{images}"
+    if marker.exists():
+        return root
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        for split in ("train", "val") if i < classes else ("train",):
+            path = root / split / f"c{i % classes:02d}" / f"{i:06d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            photo_like(rng).save(path, quality=90)
+    marker.touch()
+    return root
+
+
+def baseline_loader(root: Path, batch: int, workers: int) -> torch.utils.data.DataLoader:
+    import torchvision.datasets as datasets
+    import torchvision.transforms as T
+    tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    ds = datasets.ImageFolder(str(root / "train"), tf)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                       persistent_workers=workers > 0)
+
+
+def measure(batches, take: int, warmup: int, finish=lambda b: b) -> float:
+    """Images per second over `take` batches after `warmup` batches."""
+    it = iter(batches)
+    for _ in range(warmup):
+        finish(next(it))
+    n, t0 = 0, time.perf_counter()
+    for _ in range(take):
+        x = finish(next(it))
+        n += x.shape[0]
+    return n / (time.perf_counter() - t0)
+
+
+def cycle(loader, set_epoch=None):
+    epoch = 0
+    while True:
+        if set_epoch:
+            set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/netdsl-bench-jpegs"))
+    ap.add_argument("--images", type=int, default=1200)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=12, help="measured batches per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+
+    root = make_folder(args.dir, args.images)
+    files = sorted(root.glob("train/*/*.jpg"))
+    sizes = [p.stat().st_size for p in files]
+    print(f"{len(files)} JPEGs, {Image.open(files[0]).size[0]}x{Image.open(files[0]).size[1]}, "
+          f"mean {statistics.mean(sizes) / 1024:.0f} KiB; workers {args.workers}, batch {args.batch}, "
+          f"torch threads {torch.get_num_threads()}")
+
+    layout = scan_layout(root)
+    source = FileSource(layout.splits["train"], 3)
+    cpu = torch.device("cpu")
+    tv_pre = Preprocess(Stats.imagenet(3), "mean_std", 0.0, cpu)
+    paper_pre = Preprocess(Stats.imagenet(3), "mean", 0.1, cpu)
+    pipelines = {
+        "baseline (pytorch/examples)": (baseline_loader(root, args.batch, args.workers), None, lambda b: b[0]),
+    }
+    for name, view, pre in (("netdsl, torchvision recipe", RandomResizedView((224, 224)), tv_pre),
+                            ("netdsl, paper recipe", PaperTrainView((224, 224), 256), paper_pre)):
+        ld = make_loader(source, view, batch_size=args.batch, workers=args.workers, train=True, seed=0)
+        lighting = pre.lighting > 0
+        finish = (lambda pre, lighting: lambda b: pre(b.images, noise_generator(0, 0, 0, 0) if lighting else None))(pre, lighting)
+        pipelines[name] = (ld.loader, ld.sampler.set_epoch, finish)
+
+    streams = {name: cycle(loader, set_epoch) for name, (loader, set_epoch, _) in pipelines.items()}
+    results: dict[str, list[float]] = {name: [] for name in pipelines}
+    for r in range(args.rounds):
+        for name, (_, _, finish) in pipelines.items():
+            results[name].append(measure(streams[name], args.batches, 2 if r else 4, finish))
+        print(f"round {r + 1}: " + ", ".join(f"{n.split(',')[-1].strip()} {v[-1]:.0f}" for n, v in results.items()),
+              flush=True)
+
+    base = statistics.median(results["baseline (pytorch/examples)"])
+    print("\n| pipeline | median images/s | min | max | vs baseline |\n|---|---|---|---|---|")
+    for name, values in results.items():
+        med = statistics.median(values)
+        print(f"| {name} | {med:.0f} | {min(values):.0f} | {max(values):.0f} | {med / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
