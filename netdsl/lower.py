@@ -164,8 +164,10 @@ class TowerLocal(nn.Module):
         self.inner, self.towers = inner, towers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_contiguous():  # e.g. channels_last: per-slice calls keep the memory format
+            return torch.cat([self.inner(part) for part in x.chunk(self.towers, dim=1)], dim=1)
         n, c = x.shape[0], x.shape[1]
-        return self.inner(x.reshape(n * self.towers, c // self.towers, *x.shape[2:])).reshape(x.shape)
+        return self.inner(x.view(n * self.towers, c // self.towers, *x.shape[2:])).reshape(x.shape)
 
     def extra_repr(self) -> str:
         return f"towers={self.towers}"

@@ -194,6 +194,9 @@ def test_one_device_towers_normalise_each_tower_separately():
     want = torch.cat([lrn(h[:, :4]), lrn(h[:, 4:])], 1)
     torch.testing.assert_close(model(x), want)
     assert not torch.allclose(lrn(h), want)  # normalising across towers would differ
+    cl = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(cl, want)
+    assert cl.is_contiguous(memory_format=torch.channels_last)  # the per-tower path keeps the layout
 
 
 def assert_same_state(a: nn.Module, b: nn.Module) -> None:
