@@ -12,7 +12,7 @@ On CUDA it also reports images/s at batch 128 and 256 in fp32 and bf16 (autocast
 
     python bench/lowering_bench.py                          # CPU, batch 32 at 224, all variants
     python bench/lowering_bench.py --variants eager --rounds 10
-    python bench/lowering_bench.py --device cuda            # on a GPU machine
+    python bench/lowering_bench.py --device cuda            # on a GPU: batch 128 and 256, fp32 and bf16
 """
 from __future__ import annotations
 
@@ -155,24 +155,24 @@ HEADER = ("| pair | variant | batch | ours ms/step | ref ms/step | ours img/s | 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=None, help="CPU batch (default 32); GPU uses 128 and 256")
+    parser.add_argument("--batches", default=None, help="comma-separated (default: 32 on CPU, 128,256 on CUDA)")
+    parser.add_argument("--amp", default=None, help="comma-separated none,bf16,fp16 (default: none on CPU, "
+                                                    "none,bf16 on CUDA)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--variants", default="eager,channels_last,compile")
     args = parser.parse_args()
     device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    batches = [int(b) for b in (args.batches or ("128,256" if cuda else "32")).split(",")]
+    amps = [None if a == "none" else a for a in (args.amp or ("none,bf16" if cuda else "none")).split(",")]
     print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-             f", {torch.get_num_threads()} threads"), flush=True)
+          + (f" ({torch.cuda.get_device_name(device)})" if cuda else f", {torch.get_num_threads()} threads"),
+          flush=True)
     print(HEADER, flush=True)
-    variants = [v for v in args.variants.split(",") if v]
-    if device.type == "cpu":
-        for variant in variants:
-            run_variant(variant, args, device, args.batch or 32)
-        return
-    for batch in ([args.batch] if args.batch else [128, 256]):
-        for amp in (None, "bf16"):
-            for variant in variants:
+    for batch in batches:
+        for amp in amps:
+            for variant in [v for v in args.variants.split(",") if v]:
                 run_variant(variant, args, device, batch, amp)
 
 
