@@ -60,8 +60,9 @@ class DeviceError(UsageError):
     """The devices asked for do not exist or do not fit the spec's towers."""
 
 
-class LoweringError(ValueError):
-    """A checked spec that PyTorch cannot express this way (the message names the layer)."""
+class LoweringError(UsageError):
+    """A checked spec that cannot be lowered as asked (the message names the layer), e.g. a cross layer
+    whose groups do not line up with the devices' towers."""
 
 
 # ---------------------------------------------------------------------------------- entry point
@@ -145,7 +146,10 @@ def check_device(device: DeviceLike) -> torch.device:
     if dev.type in ("cpu", "meta"):
         return torch.device(dev.type)
     backend = getattr(torch, dev.type, None)
-    available = bool(backend and getattr(backend, "is_available", lambda: False)())
+    if dev.type == "mps":
+        available = torch.backends.mps.is_available()
+    else:
+        available = bool(backend and getattr(backend, "is_available", lambda: False)())
     count = backend.device_count() if available and hasattr(backend, "device_count") else int(available)
     index = dev.index if dev.index is not None else 0
     if index >= count:
