@@ -99,13 +99,13 @@ def train(ctx: click.Context, spec: str | None, config_file: str | None, setting
         cli.pop("out", None)
         overrides = [(f"--config {config_file}", recipes.read_yaml(config_file)), ("the command line", cli)]
         resolved = recipes.resolve_resume(state["config"], overrides)
-        code = run_training(net, resolved, resume_dir=Path(resume), resume_state=state, argv=sys.argv)
+        code = run_training(net, resolved, resume_dir=Path(resume), resume_state=state, argv=_command(ctx))
     else:
         if spec is None:
             raise Failed("give a SPEC to train (or --resume RUN_DIR)")
         net = load_or_exit(spec)
         resolved = recipes.resolve(net.graph.training, config_file, cli)
-        code = run_training(net, resolved, argv=sys.argv)
+        code = run_training(net, resolved, argv=_command(ctx))
     sys.exit(code)
 
 
@@ -155,6 +155,11 @@ def _torchrun(nproc: int, ctx: click.Context) -> int:
             return proc.wait()
         except KeyboardInterrupt:
             continue
+
+
+def _command(ctx: click.Context) -> list[str]:
+    """The command as given (rebuilt from its parameters, so also right under torchrun)."""
+    return ["netdsl", "train", *_forward_args(ctx)]
 
 
 def _forward_args(ctx: click.Context) -> list[str]:

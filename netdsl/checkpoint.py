@@ -51,7 +51,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and unpickler errors all mean the same here
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: {_why_unreadable(str(err))}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a checkpoint or state dict")
     if state.get("format") != FORMAT:
@@ -59,6 +59,16 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
             return {"model": state}
         raise CheckpointError(f"{path}: not a netdsl checkpoint or a state dict")
     return state
+
+
+def _why_unreadable(message: str) -> str:
+    if any(s in message for s in ("invalid load key", "central directory", "not a zip file", "EOF",
+                                  "Unsupported operand")):
+        return "not a PyTorch checkpoint file (truncated, or something else)"
+    if "Weights only load failed" in message:
+        return ("it holds Python objects besides tensors and plain values, and netdsl loads "
+                "checkpoints with weights_only=True; save just the state dict")
+    return f"not a readable checkpoint ({message.splitlines()[0]})"
 
 
 def model_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:

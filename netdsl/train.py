@@ -183,7 +183,10 @@ def write_run_files(run_dir: Path, net: Net, resolved: Resolved, dist: Dist, dev
         f"# netdsl {__version__}: resolved training configuration (reuse with --config FILE)\n"
         + yaml.safe_dump({"train": config, "origin": resolved.origin}, sort_keys=False))
     (run_dir / "spec.net").write_text(net.source.text)
-    (run_dir / "env.json").write_text(json.dumps(environment(dist, devices, argv), indent=2) + "\n")
+    env_file = run_dir / "env.json"  # one entry per session: the start, then each resume
+    sessions = json.loads(env_file.read_text()) if env_file.exists() else []
+    sessions.append(environment(dist, devices, argv))
+    env_file.write_text(json.dumps(sessions, indent=2) + "\n")
 
 
 def environment(dist: Dist, devices: list[torch.device], argv: list[str]) -> dict[str, Any]:

@@ -203,6 +203,9 @@ def test_resume_at_epoch_boundary_equals_uninterrupted(spec, folder, reference, 
     code, output = cli("train", "--resume", out, "--epochs", 4)
     assert code == 0, output
     assert "epochs: 4 from the command line replaces 2 saved in the run" in output
+    import json
+    sessions = json.loads((out / "env.json").read_text())
+    assert len(sessions) == 2 and "--resume" in sessions[1]["command"] and sessions[0]["torch"] == torch.__version__
     same_state(out / "last.pt", reference / "last.pt")
     assert untimed(out) == untimed(reference)
 
