@@ -51,8 +51,9 @@ class Net:
         self.raise_for_errors()
         return Report.build(self.graph)
 
-    def to_torch(self, devices=None, *, seed: int | None = None, logits: bool = False,
-                 channels_last: bool = False, compile: bool = False, amp: str | None = None):
+    def to_torch(self, devices: list | tuple | str | None = None, *, seed: int | None = None,
+                 logits: bool = False, channels_last: bool = False, compile: bool = False,
+                 amp: str | None = None) -> "netdsl.lower.LoweredNet":  # noqa: F821 (torch stays lazy)
         """Lower to a torch.nn.Module (netdsl.lower.LoweredNet); the contract is in docs/lowering.md."""
         self.raise_for_errors()
         from .lower import lower  # torch is imported only here: `check` and `draw` never need it
