@@ -14,6 +14,10 @@ RandomHorizontalFlip + ToTensor + Normalize, default collate.
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `netdsl train` does (cli/train.py); before torch
+
 import argparse
 import io
 import statistics

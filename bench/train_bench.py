@@ -12,6 +12,10 @@ against. AlexNet is trained with 10 outputs instead of 1000 (`const classes` pat
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `netdsl train` does (cli/train.py); before torch
+
 import argparse
 import csv
 import statistics
