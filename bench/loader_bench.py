@@ -1,10 +1,11 @@
 """Training input pipeline: netdsl's loader against pytorch/examples' ImageNet pipeline.
 
 Both read the same folder of ImageNet-sized JPEGs (about 500x375, about 100 KB) with the same
-number of worker processes and batch size, in one run, alternating so that load from other work
-hits both alike. Each pipeline's time includes everything up to a normalised float batch in the
-main process (for netdsl: the uint8 batch plus its conversion and normalisation there, as it
-would happen on the training device).
+number of worker processes and batch size, in one run. Rounds alternate between the pipelines;
+each measurement starts fresh workers (so no pipeline prefetches while another is measured),
+skips the first batches (start-up) and times the next ones. netdsl's workers hand over uint8
+batches that the training device converts and normalises (free on a GPU); the rows "+ ... on
+this CPU" also count that work, done in the main process here, as in CPU training.
 
     python bench/loader_bench.py                      # 2 workers, batch 64, 5 rounds
     python bench/loader_bench.py --workers 8 --images 2000 --rounds 3
@@ -63,29 +64,20 @@ def baseline_loader(root: Path, batch: int, workers: int) -> torch.utils.data.Da
     tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     ds = datasets.ImageFolder(str(root / "train"), tf)
-    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                       persistent_workers=workers > 0)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers)
 
 
-def measure(batches, take: int, warmup: int, finish=lambda b: b) -> float:
-    """Images per second over `take` batches after `warmup` batches."""
-    it = iter(batches)
-    for _ in range(warmup):
+def measure(loader, take: int, skip: int, finish) -> float:
+    """Images per second over `take` batches after `skip` start-up batches, with fresh workers."""
+    it = iter(loader)
+    for _ in range(skip):
         finish(next(it))
     n, t0 = 0, time.perf_counter()
     for _ in range(take):
-        x = finish(next(it))
-        n += x.shape[0]
-    return n / (time.perf_counter() - t0)
-
-
-def cycle(loader, set_epoch=None):
-    epoch = 0
-    while True:
-        if set_epoch:
-            set_epoch(epoch)
-        yield from loader
-        epoch += 1
+        n += finish(next(it)).shape[0]
+    rate = n / (time.perf_counter() - t0)
+    del it  # stops the workers before the next measurement
+    return rate
 
 
 def main() -> None:
@@ -108,28 +100,33 @@ def main() -> None:
     layout = scan_layout(root)
     source = FileSource(layout.splits["train"], 3)
     cpu = torch.device("cpu")
+    loaders = {"baseline": (baseline_loader(root, args.batch, args.workers), None)}
+    for key, view in (("torchvision", RandomResizedView((224, 224))), ("paper", PaperTrainView((224, 224), 256))):
+        ld = make_loader(source, view, batch_size=args.batch, workers=args.workers, train=True, seed=0,
+                         persistent=False)
+        loaders[key] = (ld.loader, ld.sampler)
     tv_pre = Preprocess(Stats.imagenet(3), "mean_std", 0.0, cpu)
     paper_pre = Preprocess(Stats.imagenet(3), "mean", 0.1, cpu)
-    pipelines = {
-        "baseline (pytorch/examples)": (baseline_loader(root, args.batch, args.workers), None, lambda b: b[0]),
-    }
-    for name, view, pre in (("netdsl, torchvision recipe", RandomResizedView((224, 224)), tv_pre),
-                            ("netdsl, paper recipe", PaperTrainView((224, 224), 256), paper_pre)):
-        ld = make_loader(source, view, batch_size=args.batch, workers=args.workers, train=True, seed=0)
-        lighting = pre.lighting > 0
-        finish = (lambda pre, lighting: lambda b: pre(b.images, noise_generator(0, 0, 0, 0) if lighting else None))(pre, lighting)
-        pipelines[name] = (ld.loader, ld.sampler.set_epoch, finish)
-
-    streams = {name: cycle(loader, set_epoch) for name, (loader, set_epoch, _) in pipelines.items()}
-    results: dict[str, list[float]] = {name: [] for name in pipelines}
+    noise = torch.Generator().manual_seed(0)
+    # (name, loader, what the main process does with each batch)
+    pipelines = [
+        ("baseline: pytorch/examples (float batches)", "baseline", lambda b: b[0]),
+        ("netdsl, torchvision recipe: uint8 batches", "torchvision", lambda b: b.images),
+        ("netdsl, torchvision recipe + normalising on this CPU", "torchvision", lambda b: tv_pre(b.images)),
+        ("netdsl, paper recipe: uint8 batches", "paper", lambda b: b.images),
+        ("netdsl, paper recipe + lighting, mean on this CPU", "paper", lambda b: paper_pre(b.images, noise)),
+    ]
+    results: dict[str, list[float]] = {name: [] for name, _, _ in pipelines}
     for r in range(args.rounds):
-        for name, (_, _, finish) in pipelines.items():
-            results[name].append(measure(streams[name], args.batches, 2 if r else 4, finish))
-        print(f"round {r + 1}: " + ", ".join(f"{n.split(',')[-1].strip()} {v[-1]:.0f}" for n, v in results.items()),
-              flush=True)
+        for name, key, finish in pipelines:
+            loader, sampler = loaders[key]
+            if sampler is not None:
+                sampler.set_epoch(r)
+            results[name].append(measure(loader, args.batches, 2, finish))
+        print(f"round {r + 1}: " + ", ".join(f"{v[-1]:.0f}" for v in results.values()), flush=True)
 
-    base = statistics.median(results["baseline (pytorch/examples)"])
-    print("\n| pipeline | median images/s | min | max | vs baseline |\n|---|---|---|---|---|")
+    base = statistics.median(results[pipelines[0][0]])
+    print("\n| pipeline | median images/s | min | max | median vs baseline |\n|---|---|---|---|---|")
     for name, values in results.items():
         med = statistics.median(values)
         print(f"| {name} | {med:.0f} | {min(values):.0f} | {max(values):.0f} | {med / base:.2f}x |")

@@ -43,7 +43,9 @@ class Loader:
 
 
 def make_loader(source: ImageSource, view: View, *, batch_size: int, workers: int, train: bool,
-                seed: int, rank: int = 0, world: int = 1, pin_memory: bool = False) -> Loader:
+                seed: int, rank: int = 0, world: int = 1, pin_memory: bool = False,
+                persistent: bool | None = None) -> Loader:
+    """`persistent`: keep worker processes between epochs (default: when training)."""
     sampler = EpochSampler(len(source), shuffle=train, seed=seed, rank=rank, world=world,
                            equal_shards=train)
     shard = len(sampler)
@@ -52,7 +54,7 @@ def make_loader(source: ImageSource, view: View, *, batch_size: int, workers: in
         num_workers=workers, collate_fn=pass_batch, pin_memory=pin_memory,
         # a full last batch only (when there is one): batch norm cannot train on a batch of 1
         drop_last=train and shard >= batch_size,
-        persistent_workers=train and workers > 0, worker_init_fn=_ignore_sigint if workers else None,
+        persistent_workers=(train if persistent is None else persistent) and workers > 0, worker_init_fn=_ignore_sigint if workers else None,
         prefetch_factor=4 if workers else None,
         # the loader's own generator, so that making an iterator leaves the global RNG alone
         generator=torch.Generator().manual_seed(seed))
@@ -70,16 +72,19 @@ class Preprocess:
         self.mean = torch.tensor(stats.mean, device=device).view(1, c, 1, 1)
         scale = torch.full((c,), 1 / 255) if normalize == "mean" else torch.tensor(stats.std)
         self.scale = scale.to(device).view(1, c, 1, 1)
+        self.gain = 1 / (255 * self.scale)
         self.eigval = torch.tensor(stats.eigval, device=device)
         self.eigvec = torch.tensor(stats.eigvec, device=device)
         self.lighting = lighting
         self.device = device
 
     def __call__(self, images: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
-        x = images.to(self.device, non_blocking=True).float().div_(255)
+        # (x/255 + lighting - mean) / scale as one multiply and one add on the float copy
+        x = images.to(self.device, non_blocking=True).float()
+        shift = -self.mean
         if noise is not None and self.lighting > 0:
-            x = x + self._lighting(x.shape[0], x.shape[-3], noise)
-        return (x - self.mean).div_(self.scale)
+            shift = shift + self._lighting(x.shape[0], x.shape[-3], noise)
+        return x.mul_(self.gain).add_(shift / self.scale)
 
     def _lighting(self, n: int, channels: int, noise: torch.Generator) -> torch.Tensor:
         """Krizhevsky et al. 2012, 4.1: add eigvec @ (alpha * eigval), alpha ~ N(0, lighting)."""
