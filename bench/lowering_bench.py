@@ -6,8 +6,9 @@ round so that drift from other processes hits both sides alike):
   alexnet-paper        specs/alexnet.net (one device) vs  tests/reference_nets.PaperAlexNet (grouped)
 Variants: eager, channels_last, torch.compile. A step is forward + cross-entropy + backward + SGD
 (momentum 0.9). Ratios are ours / reference per round (the two steps of a round run back to back),
-reported as the median with the 10th-90th percentile spread, for wall-clock and for process CPU time
-(steadier on a shared machine). Step times are medians.
+reported as the median, a 95% bootstrap interval for that median, and the 10th-90th percentile spread
+of single rounds, for wall-clock and for process CPU time (steadier on a shared machine). Step times
+are medians.
 
 On CUDA it also reports images/s at batch 128 and 256 in fp32 and bf16 (autocast).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import random
 import statistics
 import sys
 import time
@@ -52,16 +54,19 @@ class Result:
     batch: int
     ours_s: float  # median wall-clock step time
     ref_s: float
-    wall: tuple[float, float, float]  # per-round wall-clock ratios ours / ref: p10, median, p90
-    cpu: tuple[float, float, float]  # the same for process CPU time
+    wall: tuple[float, ...]  # per-round wall-clock ratios ours / ref: p10, median, p90, 95% CI of the median
+    cpu: tuple[float, ...]  # the same for process CPU time
 
 
-def spread(ratios: list[float]) -> tuple[float, float, float]:
+def spread(ratios: list[float]) -> tuple[float, float, float, float, float]:
+    """p10, median, p90 of the per-round ratios, and a 95% bootstrap interval for the median."""
     ratios = sorted(ratios)
     if len(ratios) < 2:
-        return ratios[0], ratios[0], ratios[0]
+        return (ratios[0],) * 5
     q = statistics.quantiles(ratios, n=10)
-    return q[0], statistics.median(ratios), q[-1]
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return q[0], statistics.median(ratios), q[-1], medians[50], medians[1949]
 
 
 def build_pairs(device: torch.device, channels_last: bool, amp: str | None) -> list[Pair]:
@@ -151,14 +156,15 @@ def run_variant(variant: str, args: argparse.Namespace, device: torch.device, ba
 
 
 def row(r: Result) -> str:
-    wall, cpu = r.wall, r.cpu
+    def ratio(v: tuple[float, ...]) -> str:
+        return f"**{v[1]:.3f}** [{v[3]:.3f}, {v[4]:.3f}] ({v[0]:.2f}-{v[2]:.2f})"
     return (f"| {r.name} | {r.variant} | {r.batch} | {r.ours_s * 1000:.0f} | {r.ref_s * 1000:.0f} | "
-            f"{r.batch / r.ours_s:.1f} | {r.batch / r.ref_s:.1f} | **{wall[1]:.3f}** ({wall[0]:.2f}-{wall[2]:.2f}) | "
-            f"**{cpu[1]:.3f}** ({cpu[0]:.2f}-{cpu[2]:.2f}) |")
+            f"{r.batch / r.ours_s:.1f} | {r.batch / r.ref_s:.1f} | {ratio(r.wall)} | {ratio(r.cpu)} |")
 
 
 HEADER = ("| pair | variant | batch | ours ms/step | ref ms/step | ours img/s | ref img/s "
-          "| wall ratio, median (p10-p90) | CPU-time ratio, median (p10-p90) |\n|---|---|---|---|---|---|---|---|---|")
+          "| wall ratio: median [95% CI] (p10-p90) | CPU-time ratio: median [95% CI] (p10-p90) |\n"
+          "|---|---|---|---|---|---|---|---|---|")
 
 
 def main() -> None:
