@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from .api import Net
 from .data import BadImage, Stats, decode_file, crop_resize, open_data, open_digits
-from .metrics import Sums, percent, topk_correct
+from .metrics import Sums, percent, progress_bar, topk_correct
 from .pipeline import Loader, Preprocess, make_loader, stats_from_dict, test_view, worker_count
 from .recipes import Config, resolve, resolve_resume
 from .source import UsageError
@@ -19,12 +19,15 @@ from .source import UsageError
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Loader, preprocess: Preprocess,
-             out_device: torch.device) -> dict[str, float]:
+             out_device: torch.device, bar: str | None = None) -> dict[str, float]:
     """Loss, top-1/top-5 accuracy (percent) and counts over this process's share of `loader`,
-    summed over all processes. Multi-crop batches average the softmax over the crops."""
+    summed over all processes. Multi-crop batches average the softmax over the crops. `bar`:
+    the label of a progress bar (shown on a terminal)."""
     model.eval()
     sums = Sums(out_device, ["loss", "c1", "c5", "n", "skipped"])
+    progress = progress_bar(len(loader.loader), bar or "", bar is not None)
     for batch in loader.loader:
+        progress.update(1)
         sums.add(skipped=len(batch.skipped))
         n = len(batch.labels)
         if n == 0:
@@ -40,6 +43,7 @@ def evaluate(model: torch.nn.Module, loader: Loader, preprocess: Preprocess,
             scores, loss = logits, F.cross_entropy(logits, y, reduction="sum")
         c1, c5 = topk_correct(scores, y)
         sums.add(loss=loss, c1=c1, c5=c5, n=n)
+    progress.close()
     r = sums.reduced()
     n = r["n"]
     return {"loss": r["loss"] / n if n else float("nan"), "acc1": percent(r["c1"], n),
@@ -96,7 +100,8 @@ def run_eval(net: Net, weights: str | Path, data: str | None, *, crops: Sequence
         loader = make_loader(dataset.val, test_view(t.config, t.size, n_crops), batch_size=per_batch,
                              workers=worker_count(t.config, dataset), train=False, seed=t.config.seed,
                              pin_memory=t.device.type == "cuda")
-        results.append((n_crops, evaluate(t.model, loader, preprocess, t.out_device)))
+        bar = "centre crop" if n_crops == 1 else f"{n_crops} crops"
+        results.append((n_crops, evaluate(t.model, loader, preprocess, t.out_device, bar)))
     return dataset.name, results
 
 

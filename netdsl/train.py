@@ -434,7 +434,8 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, train: dict[str, float]) -> None:
         c, p = self.config, self.progress
-        val = evaluate(self.model, self.val_loader, self.preprocess, self.out_device)
+        val = evaluate(self.model, self.val_loader, self.preprocess, self.out_device,
+                       f"val {epoch + 1}/{c.epochs}" if self.dist.main else None)
         lr = self.optimizer.param_groups[0]["lr"]
         if c.schedule == "plateau":
             self.scheduler.step(100.0 - val["acc1"])
