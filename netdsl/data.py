@@ -421,24 +421,30 @@ class ImageSource(Protocol):
     def image(self, i: int, reduction: Reduction | None) -> torch.Tensor: ...
 
 
-@dataclass
 class FileSource:
-    """Images in files, decoded on demand."""
+    """Images in files, decoded on demand.
 
-    samples: list[tuple[str, int]]
-    channels: int
+    Paths and labels are kept in numpy arrays, not a list of Python objects: forked loader workers
+    then share them for good (reading a list would touch its objects' reference counts and copy
+    every page into every worker: gigabytes for ImageNet's 1.28 million files).
+    """
+
+    def __init__(self, samples: Sequence[tuple[str, int]], channels: int):
+        self.paths = np.array([os.fsencode(p) for p, _ in samples], dtype=np.bytes_)
+        self.labels = np.array([label for _, label in samples], dtype=np.int64)
+        self.channels = channels
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.labels)
 
     def label(self, i: int) -> int:
-        return self.samples[i][1]
+        return int(self.labels[i])
 
     def name(self, i: int) -> str:
-        return self.samples[i][0]
+        return os.fsdecode(self.paths[i])
 
     def image(self, i: int, reduction: Reduction | None) -> torch.Tensor:
-        return decode_file(self.samples[i][0], self.channels, reduction)
+        return decode_file(self.name(i), self.channels, reduction)
 
 
 @dataclass
