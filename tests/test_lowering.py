@@ -1,6 +1,7 @@
 """Lowering to PyTorch: the lowered module is provably the network the spec describes."""
 from __future__ import annotations
 
+import collections
 import re
 import subprocess
 import sys
@@ -138,6 +139,44 @@ def test_paper_alexnet_equals_the_hand_written_grouped_reference(devices):
         want = ref(x)
         torch.testing.assert_close(model.logits(x), want, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(model(x), want.softmax(1), rtol=1e-5, atol=1e-5)
+
+
+def aten_ops(model: nn.Module, x: torch.Tensor) -> collections.Counter:
+    """Every aten op (with its tensor shapes) of one training step: forward, backward, SGD."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: collections.Counter = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+            self.ops[(str(func), shapes)] += 1
+            return func(*args, **(kwargs or {}))
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    with Record() as record:
+        F.cross_entropy(model(x), torch.tensor([1])).backward()
+        opt.step()
+    return record.ops
+
+
+def test_the_lowered_modules_run_exactly_the_references_aten_ops():
+    """No overhead by construction: a training step runs the same aten ops on the same shapes (only
+    where torchvision applies dropout to the flattened 9216-vector, the spec applies it to 256x6x6)."""
+    import torchvision
+    x = torch.randn(1, 3, 224, 224)
+    tv = torchvision.models.alexnet()
+    ours = spec("alexnet-torchvision").to_torch(logits=True)
+    ours.load_state_dict(rename_state_dict(tv.state_dict(), TORCHVISION_ALEXNET))
+    flat = {k[0]: v for k, v in (aten_ops(tv, x) - aten_ops(ours, x)).items()}
+    assert flat == {k[0]: v for k, v in (aten_ops(ours, x) - aten_ops(tv, x)).items()}
+    assert set(flat) <= {"aten.mul.Tensor", "aten.empty_like.default", "aten.bernoulli_.float", "aten.div_.Scalar"}
+    ref = PaperAlexNet()
+    paper = spec("alexnet").to_torch(logits=True)
+    paper.load_state_dict(ref.state_dict())
+    assert aten_ops(paper, x) == aten_ops(ref, x)
 
 
 def test_ceil_convolution_is_extra_bottom_right_zero_padding():
