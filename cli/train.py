@@ -198,7 +198,8 @@ def _forward_args(ctx: click.Context) -> list[str]:
 @click.option("--weights", required=True, type=click.Path(), help="A checkpoint (best.pt, last.pt) or state dict.")
 @click.option("--data", type=click.Path(file_okay=False), help="Folder with val/<class>/* (default: the bundled digits).")
 @click.option("--crops", type=click.Choice(["centre", "center", "10", "both"]), default="both", show_default=True,
-              help="Centre 224 crop of the 256 image, the paper's 10 crops, or both.")
+              help="Centre 224 crop of the 256 image, the paper's 10 crops (5 for a net trained "
+                   "without flips), or both.")
 @click.option("--batch-size", type=int, default=0, help="Images per batch (default: the run's).")
 @click.option("--workers", type=int, default=-1)
 @click.option("--device", default="auto")
@@ -215,10 +216,11 @@ def eval_cmd(spec: str, weights: str, data: str | None, crops: str, batch_size: 
     click.echo(f"{net.graph.name} with {weights} on {name}")
     click.echo(f"{'':12} {'top-1 err':>10} {'top-5 err':>10} {'top-1 acc':>10} {'top-5 acc':>10} "
                f"{'loss':>8} {'images':>8}")
-    for n, r in results:
-        label = "centre crop" if n == 1 else f"{n} crops"
+    for label, r in results:
         click.echo(f"{label:12} {100 - r['acc1']:>9.2f}% {100 - r['acc5']:>9.2f}% {r['acc1']:>9.2f}% "
                    f"{r['acc5']:>9.2f}% {r['loss']:>8.4f} {r['images']:>8,}")
+        if label == "5 crops":
+            click.echo(f"{'':12} (the paper's 10 crops without their mirror images: trained without flips)")
         if r["skipped"]:
             click.echo(f"{'':12} ({r['skipped']} unreadable file(s) skipped)")
 

@@ -364,11 +364,16 @@ class CentreView:
 @dataclass
 class TenCropView:
     """The paper's test: the central resize x resize square, its four corner crops and centre
-    crop, and their mirror images; predictions are averaged over the ten."""
+    crop, and their mirror images; predictions are averaged over the ten. Without `mirror` (for a
+    net trained without flips, to which mirror images are foreign) the five crops alone."""
 
     size: tuple[int, int]
     resize: int
-    crops: int = 10
+    mirror: bool = True
+
+    @property
+    def crops(self) -> int:
+        return 10 if self.mirror else 5
 
     def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]:
         top, left, side = _square_centre(h, w)
@@ -377,7 +382,7 @@ class TenCropView:
         offsets = [(0, 0), (0, dx), (dy, 0), (dy, dx), (dy / 2, dx / 2)]
         ch, cw = self.size[0] * s, self.size[1] * s
         boxes = [Box(top + oy * s, left + ox * s, ch, cw) for oy, ox in offsets]
-        return boxes + [b._replace(flip=True) for b in boxes]
+        return boxes + [b._replace(flip=True) for b in boxes] if self.mirror else boxes
 
 
 def crop_resize(img: torch.Tensor, box: Box, size: tuple[int, int]) -> torch.Tensor:

@@ -83,7 +83,7 @@ def load_trained(net: Net, weights: str | Path, device: str = "auto",
 
 
 def run_eval(net: Net, weights: str | Path, data: str | None, *, crops: Sequence[int] = (1, 10),
-             batch_size: int = 0, workers: int = -1, device: str = "auto") -> tuple[str, list[tuple[int, dict]]]:
+             batch_size: int = 0, workers: int = -1, device: str = "auto") -> tuple[str, list[tuple[str, dict]]]:
     """Evaluate on the val/ split of `data` (the bundled digits when None)."""
     overrides = {"workers": workers} if workers >= 0 else {}
     t = load_trained(net, weights, device, overrides)
@@ -96,12 +96,12 @@ def run_eval(net: Net, weights: str | Path, data: str | None, *, crops: Sequence
     preprocess = Preprocess(stats, t.config.normalize, 0.0, t.device)
     results = []
     for n_crops in crops:
-        per_batch = batch_size or max(t.config.batch_size // n_crops, 1)
-        loader = make_loader(dataset.val, test_view(t.config, t.size, n_crops), batch_size=per_batch,
-                             workers=worker_count(t.config, dataset), train=False, seed=t.config.seed,
-                             pin_memory=t.device.type == "cuda")
-        bar = "centre crop" if n_crops == 1 else f"{n_crops} crops"
-        results.append((n_crops, evaluate(t.model, loader, preprocess, t.out_device, bar)))
+        view = test_view(t.config, t.size, n_crops)
+        per_batch = batch_size or max(t.config.batch_size // view.crops, 1)
+        loader = make_loader(dataset.val, view, batch_size=per_batch, workers=worker_count(t.config, dataset),
+                             train=False, seed=t.config.seed, pin_memory=t.device.type == "cuda")
+        label = "centre crop" if view.crops == 1 else f"{view.crops} crops"
+        results.append((label, evaluate(t.model, loader, preprocess, t.out_device, label)))
     return dataset.name, results
 
 

@@ -19,8 +19,8 @@ def train_view(config: Config, size: tuple[int, int]) -> View:
 
 
 def test_view(config: Config, size: tuple[int, int], crops: int = 1) -> View:
-    if crops == 10:
-        return TenCropView(size, config.resize_for(size))
+    if crops == 10:  # the paper's; its mirror images only for a net trained with flips
+        return TenCropView(size, config.resize_for(size), mirror=config.flip)
     return CentreView(size, config.resize_for(size))
 
 

@@ -207,6 +207,8 @@ def test_ten_crops_are_corners_centre_and_mirrors():
     boxes = D.TenCropView((224, 224), 256).boxes(256, 256, None)
     assert len(boxes) == 10 and sum(b.flip for b in boxes) == 5
     assert {(b.top, b.left) for b in boxes[:5]} == {(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)}
+    unmirrored = D.TenCropView((224, 224), 256, mirror=False)
+    assert unmirrored.crops == 5 and unmirrored.boxes(256, 256, None) == boxes[:5]
 
 
 def test_random_resized_view_stays_inside_the_image():
