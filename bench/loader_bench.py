@@ -20,7 +20,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `netdsl train` does (cli/train.py); before torch
 
 import argparse
-import io
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from netdsl.data import IMAGENET_MEAN, IMAGENET_STD, FileSource, PaperTrainView, RandomResizedView, Stats, scan_layout  # noqa: E402
-from netdsl.pipeline import Preprocess, make_loader, noise_generator  # noqa: E402
+from netdsl.pipeline import Preprocess, make_loader  # noqa: E402
 
 
 def photo_like(rng: np.random.Generator, w: int = 500, h: int = 375) -> Image.Image:

@@ -18,7 +18,6 @@ from PIL import Image
 
 import netdsl
 from cli.main import main
-from netdsl import checkpoint
 from netdsl.recipes import resolve
 from netdsl.train import train
 
@@ -373,3 +372,13 @@ train { normalize = mean_std; flip = false; lighting = 0; lr = 0.05; batch_size 
     assert code == 0, output
     assert "bundled digits" in output
     assert float(rows(out)[-1]["val_acc1"]) > 80
+
+
+@pytest.mark.skipif(not os.environ.get("NETDSL_SLOW"), reason="the README's main job, about 2 minutes: NETDSL_SLOW=1")
+def test_main_job_alexnet_mini_on_bundled_digits(tmp_path):
+    out = tmp_path / "mini"
+    done = subprocess.run([sys.executable, "-m", "netdsl.cli.main", "train", str(REPO / "specs" / "alexnet-mini.net"),
+                           "--out", str(out)], env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert max(float(r["val_acc1"]) for r in rows(out)) >= 95
