@@ -180,8 +180,8 @@ def build_fc(node: Node) -> nn.Module:
 
 def build_pool(node: Node) -> nn.Module:
     kind = node.kind
-    if kind == "global_avgpool":
-        return nn.AdaptiveAvgPool2d(1)
+    if kind in ("global_avgpool", "global_maxpool"):
+        return nn.AdaptiveAvgPool2d(1) if kind == "global_avgpool" else nn.AdaptiveMaxPool2d(1)
     if kind in ("adaptive_avgpool", "adaptive_maxpool"):
         cls = nn.AdaptiveAvgPool2d if kind == "adaptive_avgpool" else nn.AdaptiveMaxPool2d
         return cls(tuple(node.params["output"]))

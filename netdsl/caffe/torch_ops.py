@@ -11,11 +11,6 @@ from torch import nn
 from ..ir import Node
 
 
-class GlobalMaxPool(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.amax(x, dim=(2, 3), keepdim=True)
-
-
 class ChannelSlice(nn.Module):
     def __init__(self, begin: int, end: int) -> None:
         super().__init__()
@@ -80,10 +75,6 @@ class Power(nn.Module):
 
     def extra_repr(self) -> str:
         return f"power={self.power}, scale={self.scale}, shift={self.shift}"
-
-
-def build_global_maxpool(node: Node) -> nn.Module:
-    return GlobalMaxPool()
 
 
 def build_slice(node: Node) -> nn.Module:

@@ -1,6 +1,6 @@
 """Layer kinds that Caffe nets need and the core language did not have.
 
-global_maxpool (Pooling MAX with global_pooling), slice (one output of Caffe's Slice), multiply and
+slice (one output of Caffe's Slice), multiply and
 maximum (Eltwise PROD and MAX), weighted_sum (Eltwise SUM with coefficients), scale (Caffe's Scale
 on its own, a learned per-channel factor and bias) and power (Caffe's Power: (shift + scale*x)^power).
 Their PyTorch builders live in netdsl/caffe/torch_ops.py and are imported only when a module is built.
@@ -32,18 +32,6 @@ def _same_shapes(node: Node, ins: list) -> tuple:
                         notes=[", ".join(f"{i}: {fmt_shape(s)}" for i, s in zip(node.inputs, ins))],
                         code=node.kind)
     return tuple(ins[0])
-
-
-def _global_infer(node: Node, ins: list) -> tuple:
-    c, _, _ = require_chw(node, ins[0])
-    return (c, 1, 1)
-
-
-register(LayerKind(
-    name="global_maxpool", doc="Maximum over all positions: CxHxW -> Cx1x1 (Caffe's global_pooling MAX).",
-    schema=Schema(), infer=_global_infer, window=lambda node: "global", label=lambda node: "global",
-    build=caffe_build("build_global_maxpool"),
-))
 
 
 def _slice_infer(node: Node, ins: list) -> tuple:

@@ -63,8 +63,12 @@ def _infer_global(node, ins):
     return (c, 1, 1)
 
 
-register(LayerKind(
-    name="global_avgpool", doc="Average over all positions: CxHxW -> Cx1x1.",
-    schema=Schema(), infer=_infer_global, window=lambda node: "global", label=lambda node: "global",
-    build=lazy_build("build_pool"),
-))
+def _global(name: str, doc: str) -> None:
+    register(LayerKind(
+        name=name, doc=doc, schema=Schema(), infer=_infer_global, window=lambda node: "global",
+        label=lambda node: "global", build=lazy_build("build_pool"),
+    ))
+
+
+_global("global_avgpool", "Average over all positions: CxHxW -> Cx1x1.")
+_global("global_maxpool", "Maximum over all positions: CxHxW -> Cx1x1 (Caffe's global_pooling MAX).")
