@@ -12,7 +12,7 @@ from typing import Any, Callable
 from ..diagnostics import SpecError
 from ..ir import Node
 from ..values import BoolType, FloatType, IntType, Param, REQUIRED, Schema
-from . import Cost, LayerKind, fmt_shape, register, require_chw
+from . import Cost, LayerKind, fmt_shape, register
 
 TORCH_OPS = "netdsl.caffe.torch_ops"
 
