@@ -16,7 +16,7 @@ from .ir import Graph, Node, Towers
 from .source import Span
 from .syntax import (Arg, BlockDef, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, Module, NetDecl,
                      RepeatStmt, ShapeExpr, Stmt, TowersBlock, TrainBlock)
-from .values import IntType, describe, evaluate
+from .values import IntType, evaluate
 
 MAX_BLOCK_DEPTH = 32
 MAX_REPEAT = 100_000
@@ -462,4 +462,4 @@ def elaborate(module: Module, source_name: str) -> tuple[Graph, list[Diagnostic]
     return graph, e.diagnostics
 
 
-__all__ = ["elaborate", "describe"]
+__all__ = ["elaborate"]

@@ -6,7 +6,7 @@ so `check` and `draw` never do).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..diagnostics import SpecError
@@ -37,7 +37,6 @@ class LayerKind:
     arity: tuple[int, int | None] = (1, 1)  # min, max inputs
     splits_channels: bool = False  # has weights producing output channels, so may be `cross`
     aliases: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, LayerKind] = {}
