@@ -31,8 +31,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netdsl.data import IMAGENET_MEAN, IMAGENET_STD, FileSource, PaperTrainView, RandomResizedView, Stats, scan_layout  # noqa: E402
-from netdsl.pipeline import Preprocess, make_loader  # noqa: E402
+from netdsl.training.data import IMAGENET_MEAN, IMAGENET_STD, FileSource, Stats, scan_layout  # noqa: E402
+from netdsl.training.images import PaperTrainView, RandomResizedView  # noqa: E402
+from netdsl.training.loading import Preprocess, make_loader  # noqa: E402
 
 
 def photo_like(rng: np.random.Generator, w: int = 500, h: int = 375) -> Image.Image:

@@ -36,8 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import netdsl  # noqa: E402
-from netdsl.lower import TORCHVISION_ALEXNET, rename_state_dict  # noqa: E402
-from reference_nets import PaperAlexNet  # noqa: E402
+from reference_nets import TORCHVISION_ALEXNET, PaperAlexNet, rename_state_dict  # noqa: E402
 
 
 @dataclass

@@ -3,7 +3,7 @@
     python bench/train_bench.py                       # CPU: alexnet-mini and alexnet
     python bench/train_bench.py --device cuda --batch 128 --images 2560 --workers 8   # a GPU
 
-"real": `netdsl.train.train` for one epoch (the images/s column of metrics.csv: training steps
+"real": `netdsl.training.loop.train` for one epoch (the images/s column of metrics.csv: training steps
 only, validation excluded) on the bundled digits (alexnet-mini) or a folder of ImageNet-sized
 JPEGs (alexnet, made by loader_bench.py's generator). "synthetic": the same model, optimizer and
 device-side preprocessing on one random uint8 batch, no loader: the ceiling the loader is measured
@@ -32,10 +32,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import netdsl  # noqa: E402
 from loader_bench import make_folder  # noqa: E402
-from netdsl.data import Stats  # noqa: E402
-from netdsl.pipeline import Preprocess  # noqa: E402
-from netdsl.recipes import resolve  # noqa: E402
-from netdsl.train import pick_devices, Dist, train  # noqa: E402
+from netdsl.lowering.devices import pick_devices  # noqa: E402
+from netdsl.training.config import resolve  # noqa: E402
+from netdsl.training.data import Stats  # noqa: E402
+from netdsl.training.loading import Preprocess  # noqa: E402
+from netdsl.training.loop import train  # noqa: E402
 
 
 def load_spec(name: str) -> netdsl.Net:
@@ -56,7 +57,7 @@ def real(net: netdsl.Net, data: str | None, batch: int, workers: int, device: st
 
 
 def synthetic(net: netdsl.Net, batch: int, steps: int, device: str) -> float:
-    dev = pick_devices(device, Dist())[0]
+    dev = pick_devices(device)[0]
     model = net.to_torch(devices=[dev], seed=0, logits=True).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     c, h, w = net.graph.inputs()[0].shape

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 import netdsl
-from netdsl.caffe.importer import CaffeImportError, ImportOptions, ImportedNet, import_file
-from netdsl.source import UsageError
+from netdsl.caffe.importer import ImportOptions, ImportedNet, import_file
+from netdsl.errors import CaffeWeightsError, DiagnosticsError, NetdslError, UsageError
 
-EXIT_SPEC_ERROR = 1
+from .main import load_or_exit, write_file
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -23,28 +23,6 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     if min(shape) < 1:
         raise click.BadParameter(f"'{text}': every size must be at least 1")
     return shape
-
-
-def _write(path: Path, data: str | bytes) -> None:
-    try:
-        if isinstance(data, bytes):
-            path.write_bytes(data)
-        else:
-            path.write_text(data)
-    except OSError as err:
-        raise click.UsageError(f"cannot write {path}: {err.strerror or err}") from None
-
-
-def _import_or_exit(src: str, options: ImportOptions) -> ImportedNet:
-    try:
-        return import_file(src, options)
-    except UsageError as err:
-        raise click.UsageError(str(err)) from None
-    except CaffeImportError as err:
-        click.echo(err.render(), err=True)
-        n = len(err.diagnostics)
-        click.echo(f"\n{err.source.name}: {n} error{'s' if n != 1 else ''}; nothing written", err=True)
-        sys.exit(EXIT_SPEC_ERROR)
 
 
 @click.command("import")
@@ -61,18 +39,18 @@ def import_cmd(src: str, output: str | None, phase: str, input_shape: str | None
     Caffe's semantics are kept: floor convolutions, ceil pooling with Caffe's clip, LRN alpha/n with
     k = 1. Loss and accuracy layers are left out of the network and listed in a closing comment.
     """
-    imported = _import_or_exit(src, ImportOptions(phase.upper(), parse_shape(input_shape)))
+    imported = import_file(src, ImportOptions(phase.upper(), parse_shape(input_shape)))
     name = output or f"<{Path(src).stem}.net>"
     net = netdsl.loads(imported.spec, name)
     if output:
-        _write(Path(output), imported.spec)
+        write_file(output, imported.spec)
     else:
         click.echo(imported.spec, nl=False)
     if net.diagnostics:
         click.echo(net.render_diagnostics(), err=True)
     if not net.ok:
         click.echo(f"\n{name}: the imported spec does not check ({len(net.errors)} error(s))", err=True)
-        sys.exit(EXIT_SPEC_ERROR)
+        sys.exit(DiagnosticsError.exit_code)
     _summary(src, output, imported, net)
 
 
@@ -104,55 +82,39 @@ def import_weights_cmd(caffemodel: str, spec: str | None, output: str | None, wr
     the batchnorm's weight and bias. The result loads with `model.load_state_dict(torch.load(FILE))`
     and wherever netdsl takes --weights.
     """
-    from netdsl.caffe.weights import CaffeWeightsError, load_caffemodel, read_caffemodel, spec_from_caffemodel
+    from netdsl.caffe.weights import load_caffemodel, read_caffemodel, spec_from_caffemodel
 
+    message = read_caffemodel(caffemodel)
+    if spec:
+        net = load_or_exit(spec)
+    else:
+        imported = spec_from_caffemodel(message, ImportOptions("TEST", parse_shape(input_shape)), caffemodel)
+        net = netdsl.loads(imported.spec, write_spec or f"<net in {Path(caffemodel).name}>")
+        if write_spec:
+            write_file(write_spec, imported.spec)
+        if not net.ok:
+            raise NetdslError(net)
     try:
-        message = read_caffemodel(caffemodel)
-        if spec:
-            from .main import load_or_exit
-            net = load_or_exit(spec)
-        else:
-            imported = spec_from_caffemodel(message, ImportOptions("TEST", parse_shape(input_shape)), caffemodel)
-            net = netdsl.loads(imported.spec, write_spec or f"<net in {Path(caffemodel).name}>")
-            if write_spec:
-                _write(Path(write_spec), imported.spec)
-            if not net.ok:
-                click.echo(net.render_diagnostics(), err=True)
-                sys.exit(EXIT_SPEC_ERROR)
         module = load_caffemodel(net, message, name=caffemodel)
-    except UsageError as err:
-        raise click.UsageError(str(err)) from None
-    except CaffeImportError as err:
-        click.echo(err.render(), err=True)
-        sys.exit(EXIT_SPEC_ERROR)
     except CaffeWeightsError as err:
-        click.echo(f"error: {err}", err=True)
-        click.echo(f"\n{caffemodel}: the weights do not fit {net.source.name}; nothing written", err=True)
-        sys.exit(EXIT_SPEC_ERROR)
+        err.outcome = f"{caffemodel}: the weights do not fit {net.source.name}; nothing written"
+        raise
     import torch
     out = Path(output) if output else Path(caffemodel).with_suffix(".pt")
     state = module.state_dict()
     try:
         torch.save(state, out)
     except OSError as err:
-        raise click.UsageError(f"cannot write {out}: {err.strerror or err}") from None
+        raise UsageError(f"cannot write {out}: {err.strerror or err}") from None
     count = sum(t.numel() for k, t in state.items() if not k.endswith("num_batches_tracked"))
     click.echo(f"{caffemodel} -> {out}: {len(state)} tensors, {count:,} values, for {net.graph.name}", err=True)
 
 
-def export_prototxt_or_exit(net: netdsl.Net, output: Path, weights: str | None = None) -> None:
+def export_prototxt(net: netdsl.Net, output: Path, weights: str | None = None) -> None:
     """`netdsl export --format prototxt`: the deploy prototxt, or every layer Caffe cannot express."""
-    from netdsl.caffe.exporter import CaffeExportError, to_prototxt
+    from netdsl.caffe.exporter import to_prototxt
 
     if weights:
-        raise click.UsageError("a prototxt holds no weights: --weights is for torchscript and onnx")
-    try:
-        text = to_prototxt(net)
-    except CaffeExportError as err:
-        click.echo(err.render(), err=True)
-        n = len(err.diagnostics)
-        click.echo(f"\n{net.source.name}: {n} layer{'s' if n != 1 else ''} Caffe cannot express; nothing written",
-                   err=True)
-        sys.exit(EXIT_SPEC_ERROR)
-    _write(output, text)
+        raise UsageError("a prototxt holds no weights: --weights is for torchscript and onnx")
+    write_file(output, to_prototxt(net))
     click.echo(f"wrote {output} (prototxt, {len(net.graph)} layers)")

@@ -1,16 +1,14 @@
 """`netdsl draw`: an architecture diagram of a spec, as SVG, PNG, PDF or DOT."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from netdsl.draw import FORMATS, RANKDIRS, DrawError, format_for, render
+from netdsl.draw import FORMATS, RANKDIRS, format_for, render
+from netdsl.errors import UsageError
 
-from .main import load_or_exit
-
-EXIT_DRAW_ERROR = 1
+from .main import load_or_exit, write_file
 
 
 @click.command()
@@ -37,25 +35,9 @@ def draw(spec: str, output: str | None, fmt: str | None, rankdir: str, shapes: b
     try:
         chosen = format_for(None if output == "-" else output, fmt or ("dot" if output == "-" else None))
     except ValueError as err:
-        raise click.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     net = load_or_exit(spec)
-    options = dict(rankdir=rankdir.upper(), shapes=shapes, counts=counts, fold=fold)
-    try:
-        data = render(net, None, chosen, **options)
-    except DrawError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(EXIT_DRAW_ERROR)
-    write(output, data)
+    data = render(net.graph, None, chosen, rankdir=rankdir.upper(), shapes=shapes, counts=counts, fold=fold)
+    write_file(output, data)
     if output != "-":
         click.echo(f"wrote {output} ({chosen}, {len(data):,} bytes)")
-
-
-def write(output: str, data: bytes) -> None:
-    if output == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    try:
-        Path(output).write_bytes(data)
-    except OSError as err:
-        raise click.UsageError(f"cannot write {output}: {err.strerror or err}") from None

@@ -1,25 +1,20 @@
-"""`netdsl export SPEC --format torchscript|onnx -o FILE`: the lowered module, saved for deployment.
+"""`netdsl export SPEC --format torchscript|onnx|prototxt -o FILE`: the lowered module, saved for
+deployment, or a Caffe deploy prototxt.
 
-torch is imported only when the command runs. Exit status: 0 written, 1 spec errors, 2 usage errors
-(bad weights file, missing ONNX packages, unwritable output).
+torch is imported only when the command runs. Exit status: 0 written, 1 spec errors (or layers Caffe
+cannot express), 2 usage errors (bad weights file, missing ONNX packages, unwritable output).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
+from netdsl.lowering.options import EXPORT_FORMATS
+
 from .main import load_or_exit
 
-FORMATS = ("torchscript", "onnx", "prototxt")
-
-
-class ExportError(click.ClickException):
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+FORMATS = (*EXPORT_FORMATS, "prototxt")
 
 
 @click.command()
@@ -35,12 +30,9 @@ def export(spec: str, fmt: str, output: str, weights: str | None, seed: int, log
     prototxt (docs/caffe.md)."""
     net = load_or_exit(spec)
     if fmt == "prototxt":
-        from .caffe import export_prototxt_or_exit
-        export_prototxt_or_exit(net, Path(output), weights)
+        from .caffe import export_prototxt
+        export_prototxt(net, Path(output), weights)
         return
-    from netdsl.export import ExportFailed, export_model  # torch is imported here, not for `check`
-    try:
-        path = export_model(net, fmt, Path(output), weights=weights, seed=seed, logits=logits)
-    except ExportFailed as err:
-        raise ExportError(str(err)) from None
+    from netdsl.lowering.export import export_model  # torch is imported here, not for `check`
+    path = export_model(net.graph, fmt, Path(output), weights=weights, seed=seed, logits=logits)
     click.echo(f"wrote {path} ({fmt})")

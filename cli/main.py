@@ -1,6 +1,9 @@
 """netdsl's commands. Each one loads a spec through `netdsl.load` and prints what the API returns.
 
-Exit status: 0 clean (warnings allowed), 1 spec errors, 2 usage errors.
+Exit status: 0 clean (warnings allowed), 1 spec errors, 2 usage errors; `netdsl train` adds 3 (the
+loss became nan/inf) and 128 + N (stopped by signal N, the run saved). Every netdsl error reaches the
+user through one handler (NetdslGroup.invoke): spec errors as diagnostics, the rest as `error: ...`,
+each with its class's exit status (netdsl/errors.py).
 """
 from __future__ import annotations
 
@@ -13,29 +16,49 @@ import click
 
 import netdsl
 from netdsl.api import Net
-from netdsl.source import UsageError
+from netdsl.errors import DiagnosticsError, Error, UsageError
 
-EXIT_SPEC_ERROR = 1
+EXIT_INTERRUPTED = 130
 
 
 def load_or_exit(spec: str) -> Net:
-    """Load a spec; print its diagnostics; exit 1 on errors, 2 when the path is unusable."""
-    try:
-        net = netdsl.load(Path(spec))
-    except UsageError as err:
-        raise click.UsageError(str(err)) from None
+    """Load a checked spec and print its warnings; spec errors and unusable paths go to the handler."""
+    net = netdsl.load(Path(spec)).raise_for_errors()
     if net.diagnostics:
         click.echo(net.render_diagnostics(), err=True)
-    if not net.ok:
-        n = len(net.errors)
-        click.echo(f"\n{net.source.name}: {n} error{'s' if n != 1 else ''}", err=True)
-        sys.exit(EXIT_SPEC_ERROR)
     return net
 
 
-class LazyGroup(click.Group):
+def write_file(output: str | Path, data: str | bytes) -> None:
+    """Write a command's output file ('-': standard output); UsageError when it cannot be written."""
+    if str(output) == "-":
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        if isinstance(data, bytes):
+            Path(output).write_bytes(data)
+        else:
+            Path(output).write_text(data)
+    except OSError as err:
+        raise UsageError(f"cannot write {output}: {err.strerror or err}") from None
+
+
+def report(err: Error) -> None:
+    if isinstance(err, DiagnosticsError):
+        click.echo(err.render(), err=True)
+    else:
+        click.echo(f"error: {err}", err=True)
+    if err.outcome:
+        click.echo(f"\n{err.outcome}", err=True)
+
+
+class NetdslGroup(click.Group):
     """Imports a subcommand's module only when that subcommand runs (click's documented pattern),
-    so that `netdsl check` does not pay for graphviz, torch or the Caffe importer."""
+    so that `netdsl check` does not pay for graphviz, torch or the Caffe importer; and turns every
+    netdsl error into its message and exit status."""
 
     def __init__(self, *args, lazy: dict[str, str], **kwargs):
         super().__init__(*args, **kwargs)
@@ -49,6 +72,22 @@ class LazyGroup(click.Group):
             return super().get_command(ctx, name)
         module, attribute = self.lazy[name].split(":")
         return getattr(importlib.import_module(module), attribute)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Error as err:
+            report(err)
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted (nothing saved since the last checkpoint)", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as err:
+            if type(err).__name__ == "OutOfMemoryError":  # torch's, without importing torch here
+                report(UsageError(f"out of memory: {str(err).splitlines()[0]}\n"
+                                  "  try a smaller --batch-size (or amp = bf16)"))
+                ctx.exit(UsageError.exit_code)
+            raise
 
 
 # Subcommands that live in their own modules: name -> "module:attribute".
@@ -64,7 +103,7 @@ LAZY_COMMANDS = {
 }
 
 
-@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=NetdslGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(netdsl.__version__, prog_name="netdsl")
 def main() -> None:
     """Describe, check, draw and train convolutional networks from a .net spec."""
@@ -90,14 +129,11 @@ def check(spec: str, as_json: bool, emit_ir: str | None) -> None:
 
 def write_ir(net: Net, path: Path) -> None:
     data = net.graph.to_dict()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-            path.write_text(yaml.safe_dump(data, sort_keys=False))
-        else:
-            path.write_text(json.dumps(data, indent=2) + "\n")
-    except OSError as err:
-        raise click.UsageError(f"cannot write {path}: {err.strerror or err}") from None
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        write_file(path, yaml.safe_dump(data, sort_keys=False))
+    else:
+        write_file(path, json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,61 +10,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 import netdsl
 from netdsl.api import Net
-from netdsl.source import UsageError
+from netdsl.errors import UsageError
+from netdsl.lowering.options import AMP
+from netdsl.training.config import RECIPES
+from netdsl.training.host import passive_openmp
 
 from .main import load_or_exit
 
-EXIT_USAGE = 2
-
-
-def passive_openmp() -> None:
-    """Let idle OpenMP threads sleep instead of spinning. With spinning threads, a CPU shared with
-    loader workers or other programs runs the training step up to 10 times slower (measured:
-    alexnet-mini on 2 busy cores, 13 against 150 images/s). Only works before torch is imported,
-    and an OMP_WAIT_POLICY already set wins."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-class Failed(click.ClickException):
-    """A clear one-paragraph error (no usage text, no traceback)."""
-
-    exit_code = EXIT_USAGE
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def clear_errors(fn: Callable) -> Callable:
-    """Turn the errors a user can fix into messages and exit statuses."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UsageError as err:
-            raise Failed(str(err)) from None
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted (nothing saved since the last checkpoint)", err=True)
-            sys.exit(130)
-        except Exception as err:
-            if type(err).__name__ == "OutOfMemoryError":
-                raise Failed(f"out of memory: {str(err).splitlines()[0]}\n"
-                             "  try a smaller --batch-size (or amp = bf16)") from None
-            raise
-    return wrapper
-
 
 # ----------------------------------------------------------------------------- train
-
-CLI_SETTINGS = ("data", "recipe", "epochs", "batch_size", "lr", "out", "workers", "device", "seed", "amp")
-
 
 @click.command()
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
@@ -72,7 +32,7 @@ CLI_SETTINGS = ("data", "recipe", "epochs", "batch_size", "lr", "out", "workers"
               help="Folder with train/<class>/* and val/<class>/* (default: the bundled digits).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="YAML file of training settings (overrides the spec's train block).")
-@click.option("--recipe", type=click.Choice(["paper", "torchvision"]), help="Preset to start from.")
+@click.option("--recipe", type=click.Choice(RECIPES), help="Preset to start from.")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int, help="Total over all processes.")
 @click.option("--lr", type=float, help="Learning rate (on --resume: replaces the saved one).")
@@ -80,7 +40,7 @@ CLI_SETTINGS = ("data", "recipe", "epochs", "batch_size", "lr", "out", "workers"
 @click.option("--workers", type=int, help="Loader processes per training process.")
 @click.option("--device", help="auto, cpu, cuda, cuda:1, or one per tower: cuda:0,cuda:1")
 @click.option("--seed", type=int)
-@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]))
+@click.option("--amp", type=click.Choice(AMP), help="Mixed precision: autocast to bfloat16 or float16.")
 @click.option("--deterministic", is_flag=True, default=None, help="Bit-reproducible kernels (slower).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Any other training setting, e.g. --set lighting=0 --set schedule=cosine.")
@@ -88,7 +48,6 @@ CLI_SETTINGS = ("data", "recipe", "epochs", "batch_size", "lr", "out", "workers"
               help="Continue the run in RUN_DIR from its last checkpoint.")
 @click.option("--nproc", type=click.IntRange(1), help="Start N data-parallel processes here (torchrun).")
 @click.pass_context
-@clear_errors
 def train(ctx: click.Context, spec: str | None, config_file: str | None, settings: tuple[str, ...],
           resume: str | None, nproc: int | None, **flags: Any) -> None:
     """Train SPEC on an image folder (--data) or the bundled digits, with the paper's recipe
@@ -96,24 +55,24 @@ def train(ctx: click.Context, spec: str | None, config_file: str | None, setting
     passive_openmp()
     if nproc and nproc > 1:
         sys.exit(_torchrun(nproc, ctx))
-    from netdsl import checkpoint, recipes
-    from netdsl.train import train as run_training
+    from netdsl.training import checkpoint, config
+    from netdsl.training.loop import train as run_training
 
     cli = _cli_layer(flags, settings)
     if resume:
         state = checkpoint.load(Path(resume) / "last.pt")
         net = _resume_spec(spec, state, resume)
         if cli.get("out") and Path(cli["out"]).resolve() != Path(resume).resolve():
-            raise Failed(f"--out {cli['out']}: a resumed run continues in its own directory ({resume})")
+            raise UsageError(f"--out {cli['out']}: a resumed run continues in its own directory ({resume})")
         cli.pop("out", None)
-        overrides = [(f"--config {config_file}", recipes.read_yaml(config_file)), ("the command line", cli)]
-        resolved = recipes.resolve_resume(state["config"], overrides)
+        overrides = [(f"--config {config_file}", config.read_yaml(config_file)), ("the command line", cli)]
+        resolved = config.resolve_resume(state["config"], overrides)
         code = run_training(net, resolved, resume_dir=Path(resume), resume_state=state, argv=_command(ctx))
     else:
         if spec is None:
-            raise Failed("give a SPEC to train (or --resume RUN_DIR)")
+            raise UsageError("give a SPEC to train (or --resume RUN_DIR)")
         net = load_or_exit(spec)
-        resolved = recipes.resolve(net.graph.training, config_file, cli)
+        resolved = config.resolve(net.graph.training, config_file, cli)
         code = run_training(net, resolved, argv=_command(ctx))
     sys.exit(code)
 
@@ -123,7 +82,7 @@ def _cli_layer(flags: dict[str, Any], settings: tuple[str, ...]) -> dict[str, An
     for item in settings:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise Failed(f"--set {item}: expected KEY=VALUE")
+            raise UsageError(f"--set {item}: expected KEY=VALUE")
         cli[key.strip()] = value.strip()
     cli.update({k: v for k, v in flags.items() if v is not None})
     return cli
@@ -133,10 +92,10 @@ def _resume_spec(spec: str | None, state: dict[str, Any], resume: str) -> Net:
     saved = state.get("spec")
     if spec is None:
         if saved is None:
-            raise Failed(f"{resume}: the checkpoint holds no spec; give SPEC")
+            raise UsageError(f"{resume}: the checkpoint holds no spec; give SPEC")
         net = netdsl.loads(saved, str(Path(resume) / "spec.net"))
         if not net.ok:
-            raise Failed(f"the spec saved in {resume} no longer checks:\n{net.render_diagnostics()}")
+            raise UsageError(f"the spec saved in {resume} no longer checks:\n{net.render_diagnostics()}")
         return net
     net = load_or_exit(spec)
     if saved is not None and net.source.text != saved:
@@ -148,7 +107,7 @@ def _resume_spec(spec: str | None, state: dict[str, Any], resume: str) -> Net:
 def _torchrun(nproc: int, ctx: click.Context) -> int:
     """Re-run this command under `python -m torch.distributed.run` with N local processes."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise Failed("--nproc inside torchrun: torchrun already started the processes")
+        raise UsageError("--nproc inside torchrun: torchrun already started the processes")
     args = _forward_args(ctx)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "netdsl.cli.main", "train", *args]
@@ -203,12 +162,11 @@ def _forward_args(ctx: click.Context) -> list[str]:
 @click.option("--batch-size", type=int, default=0, help="Images per batch (default: the run's).")
 @click.option("--workers", type=int, default=-1)
 @click.option("--device", default="auto")
-@clear_errors
 def eval_cmd(spec: str, weights: str, data: str | None, crops: str, batch_size: int, workers: int,
              device: str) -> None:
     """Top-1 and top-5 error of trained weights on the validation images."""
     passive_openmp()
-    from netdsl.inference import run_eval
+    from netdsl.training.evaluate import run_eval
     net = load_or_exit(spec)
     views = {"centre": (1,), "center": (1,), "10": (10,), "both": (1, 10)}[crops]
     name, results = run_eval(net, weights, data, crops=views, batch_size=batch_size, workers=workers,
@@ -231,11 +189,10 @@ def eval_cmd(spec: str, weights: str, data: str | None, crops: str, batch_size: 
 @click.option("--weights", required=True, type=click.Path())
 @click.option("--top", "k", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--device", default="auto")
-@clear_errors
 def predict(spec: str, images: tuple[str, ...], weights: str, k: int, device: str) -> None:
     """The top classes of each IMAGE, with their probabilities."""
     passive_openmp()
-    from netdsl.inference import run_predict
+    from netdsl.training.evaluate import run_predict
     net = load_or_exit(spec)
     failed = 0
     for path, result in run_predict(net, weights, images, k=k, device=device):
@@ -247,14 +204,13 @@ def predict(spec: str, images: tuple[str, ...], weights: str, k: int, device: st
         for name, p in result:
             click.echo(f"  {p:8.4f}  {name}")
     if failed:
-        sys.exit(EXIT_USAGE)
+        sys.exit(UsageError.exit_code)
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG to write (default RUN_DIR/curves.png).")
-@clear_errors
 def plot(run_dir: str, output: str | None) -> None:
     """Draw a run's training curves (loss, error, learning rate) as a PNG."""
-    from netdsl.plot import plot_run
+    from netdsl.training.plot import plot_run
     click.echo(str(plot_run(run_dir, output)))

@@ -6,21 +6,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .diagnostics import MAX_SHOWN, Diagnostic
+from .diagnostics import Diagnostic
 from .elaborate import elaborate
+from .errors import MAX_SHOWN, NetdslError, SpecError, render_diagnostics
 from .ir import Graph
-from .passes import count_costs, infer_shapes, place_towers
+from .lang import Source, Span, decode_spec, parse, read_spec
+from .passes import run_passes
 from .report import Report
-from .source import Source, SourceError, Span, decode_spec, read_spec
-from .syntax import parse
-
-
-class NetdslError(Exception):
-    """A spec with errors was asked to do something only a correct spec can."""
-
-    def __init__(self, net: "Net"):
-        self.net = net
-        super().__init__(net.render_diagnostics())
 
 
 @dataclass
@@ -53,18 +45,16 @@ class Net:
 
     def to_torch(self, devices: list | tuple | str | None = None, *, seed: int | None = None,
                  logits: bool = False, channels_last: bool = False, compile: bool = False,
-                 amp: str | None = None) -> "netdsl.lower.LoweredNet":  # noqa: F821 (torch stays lazy)
-        """Lower to a torch.nn.Module (netdsl.lower.LoweredNet); the contract is in docs/lowering.md."""
+                 amp: str | None = None) -> "netdsl.lowering.LoweredNet":  # noqa: F821 (torch stays lazy)
+        """Lower to a torch.nn.Module (netdsl.lowering.LoweredNet); the contract is in docs/lowering.md.
+        `amp`: "bf16", "fp16", or "none" / None (the training settings' values)."""
         self.raise_for_errors()
-        from .lower import lower  # torch is imported only here: `check` and `draw` never need it
+        from .lowering import lower  # torch is imported only here: `check` and `draw` never need it
         return lower(self.graph, devices, seed=seed, logits=logits, channels_last=channels_last,
                      compile=compile, amp=amp)
 
     def render_diagnostics(self, limit: int = MAX_SHOWN) -> str:
-        shown = [d.render(self.source) for d in self.diagnostics[:limit]]
-        if len(self.diagnostics) > limit:
-            shown.append(f"... and {len(self.diagnostics) - limit} more (fix these first)")
-        return "\n\n".join(shown)
+        return render_diagnostics(self.diagnostics, self.source, limit)
 
     def summary(self) -> str:
         return self.report.to_text()
@@ -79,9 +69,10 @@ class Net:
         """Notebooks show a net as its diagram (None, so the text repr shows, when it cannot be drawn)."""
         if not self.ok:
             return None
-        from .draw import DrawError, to_svg
+        from .draw import to_svg
+        from .errors import DrawError
         try:
-            return to_svg(self)
+            return to_svg(self.graph)
         except DrawError:
             return None
 
@@ -95,8 +86,8 @@ def load(spec: str | os.PathLike, name: str | None = None) -> Net:
     if isinstance(spec, os.PathLike) or _looks_like_path(spec):
         try:
             source = read_spec(spec)
-        except SourceError as err:
-            return _unreadable(err)
+        except SpecError as err:
+            return _unreadable(err, str(Path(spec)))
     else:
         source = Source(spec.removeprefix("\ufeff"), name or "<spec>")
     return check(source)
@@ -106,8 +97,8 @@ def loads(text: str | bytes, name: str = "<spec>") -> Net:
     if isinstance(text, bytes):
         try:
             return check(decode_spec(text, name))
-        except SourceError as err:
-            return _unreadable(err)
+        except SpecError as err:
+            return _unreadable(err, name)
     return check(Source(text, name))
 
 
@@ -126,9 +117,9 @@ def _check(source: Source) -> Net:
         return Net(source, None, syntax_errors)
     graph, diagnostics = elaborate(module, source.name)
     if not any(d.severity == "error" for d in diagnostics) or graph.nodes:
-        diagnostics += place_towers(graph)
-        diagnostics += infer_shapes(graph)
-        diagnostics += count_costs(graph)
+        diagnostics += run_passes(graph)
+    if not any(d.severity == "error" for d in diagnostics):
+        graph.lint(shapes=True)  # a broken invariant here is netdsl's bug, not the spec's: fail loudly
     diagnostics.sort(key=lambda d: (d.span.line if d.span else 0, d.span.column if d.span else 0))
     return Net(source, graph, diagnostics)
 
@@ -139,6 +130,5 @@ def _looks_like_path(spec: str) -> bool:
     return spec.endswith(".net") or Path(spec).exists()
 
 
-def _unreadable(err: SourceError) -> Net:
-    span = Span(err.line, err.column or 1, err.line, (err.column or 1) + 1) if err.line else None
-    return Net(Source("", err.name), None, [Diagnostic("error", err.message, span, code="unreadable")])
+def _unreadable(err: SpecError, name: str) -> Net:
+    return Net(Source("", name), None, [err.diagnostic()])

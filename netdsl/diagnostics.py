@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import TYPE_CHECKING, Iterable, Literal
 
-from .source import Source, Span
+if TYPE_CHECKING:  # annotations only: the parser (lang/) reports through this module
+    from .lang.source import Source, Span
 
 Severity = Literal["error", "warning"]
 SHOWN_LINE = 160  # characters of a source line shown under a diagnostic
-MAX_SHOWN = 50  # diagnostics printed in full; the rest are counted
 
 
 @dataclass
@@ -47,18 +47,6 @@ class Diagnostic:
         return {"severity": self.severity, "code": self.code, "message": self.message,
                 "layer": self.layer, "span": self.span.to_dict() if self.span else None,
                 "notes": list(self.notes)}
-
-
-class SpecError(Exception):
-    """Raised inside a pass for one problem; the pass turns it into a Diagnostic."""
-
-    def __init__(self, message: str, span: Span | None = None, notes: Iterable[str] = (),
-                 code: str = "spec", layer: str | None = None):
-        super().__init__(message)
-        self.message, self.span, self.notes, self.code, self.layer = message, span, list(notes), code, layer
-
-    def diagnostic(self, layer: str | None = None, span: Span | None = None) -> Diagnostic:
-        return Diagnostic("error", self.message, self.span or span, self.layer or layer, self.notes, self.code)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> list[str]:

@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING, Iterator
 import graphviz
 
 from . import layers
-from .ir import Graph, Node, Shape
-from .layers import fmt_shape
-from .source import Source, Span
-from .syntax import BlockDef, LayerStmt, Lit, RepeatStmt, TowersBlock, parse
+from .errors import DotNotFound, DrawError
+from .ir import Graph, Node, Shape, fmt_shape
 
 if TYPE_CHECKING:
     from .api import Net
@@ -57,15 +55,6 @@ FILL_BLOCK = "#fdf0e1"
 FILL_OUTPUT = "#c9e6c0"
 
 
-class DrawError(Exception):
-    """A diagram could not be produced; the message says why and what to do."""
-
-
-class DotNotFound(DrawError):
-    def __init__(self) -> None:
-        super().__init__(INSTALL_HINT)
-
-
 # ------------------------------------------------------------------------ boxes
 
 @dataclass
@@ -95,7 +84,7 @@ def expanded_boxes(graph: Graph) -> list[Box]:
 def boxes_blocks(graph: Graph) -> bool:
     """Whether the expanded view draws block instances as clusters: dot slows down about fivefold
     with hundreds of clusters, and the layers' names (u_17.conv) still say which block they are in."""
-    return len(graph.blocks) <= MAX_BLOCK_CLUSTERS
+    return len(graph.instances) <= MAX_BLOCK_CLUSTERS
 
 
 def folded_boxes(graph: Graph) -> list[Box]:
@@ -117,15 +106,11 @@ class _Unit:
     suffix: tuple[int, ...] = ()  # repeat iteration numbers of a top-level layer
 
 
-_SUFFIX = re.compile(r"^(.*?)((?:_\d+)+)$")
-REPEATED = "_#"  # block_calls' key suffix for a call inside a repeat
-
-
 def _units(graph: Graph) -> list[_Unit]:
     units: list[_Unit] = []
     for node in graph:
         block = node.scope[0] if node.scope else None
-        suffix = _repeat_suffix(node) if block is None else ()
+        suffix = node.repeat if block is None else ()
         last = units[-1] if units else None
         if last and last.block == block and (block is not None or (suffix and last.suffix == suffix)):
             last.nodes.append(node)
@@ -136,17 +121,10 @@ def _units(graph: Graph) -> list[_Unit]:
     return units
 
 
-def _repeat_suffix(node: Node) -> tuple[int, ...]:
-    match = _SUFFIX.match(node.name)
-    if not match or not match.group(1):
-        return ()
-    return tuple(int(p) for p in match.group(2).split("_")[1:])
-
-
 def _local_name(unit: _Unit, node: Node) -> str:
     if unit.block is not None:
         return node.name[len(unit.block) + 1:]
-    return _SUFFIX.match(node.name).group(1) if unit.suffix else node.name
+    return node.stem
 
 
 def _signature(graph: Graph, unit: _Unit) -> tuple | None:
@@ -161,7 +139,7 @@ def _signature(graph: Graph, unit: _Unit) -> tuple | None:
          n.meta.get("reads_all_towers"),
          tuple(_local_name(unit, graph.node(i)) if i in names else "<in>" for i in n.inputs))
         for n in unit.nodes)
-    return (graph.blocks.get(unit.block), unit.nodes[0].towers, layers_sig)
+    return (graph.instances[unit.block].block if unit.block else None, unit.nodes[0].towers, layers_sig)
 
 
 def _runs(units: list[_Unit]) -> Iterator[list[_Unit]]:
@@ -198,16 +176,9 @@ def _run_boxes(run: list[_Unit]) -> list[Box]:
 
 # ------------------------------------------------------------------------ labels
 
-def tower_share(graph: Graph, node: Node) -> int:
-    """How many towers a tensor or weight of this layer is split across (1 outside towers)."""
-    if node.towers and node.meta.get("placement") == "partitioned":
-        return graph.towers[node.towers].count
-    return 1
-
-
 def tower_shape(graph: Graph, node: Node) -> Shape | None:
     """The slice of this layer's output that one tower holds."""
-    shape, share = node.shape, tower_share(graph, node)
+    shape, share = node.shape, graph.tower_count(node)
     if shape is None or share == 1:
         return shape
     return (shape[0] // share, *shape[1:])
@@ -216,7 +187,7 @@ def tower_shape(graph: Graph, node: Node) -> Shape | None:
 def hyper(graph: Graph, node: Node) -> str:
     """The layer's hyper-parameters as one tower sees them (conv1 of 96 in 2 towers: 48)."""
     kind = layers.lookup(node.kind)
-    share = tower_share(graph, node)
+    share = graph.tower_count(node)
     if kind is None or node.meta.get("invalid"):
         return ""
     if share > 1 and kind.splits_channels and "out" in node.params:
@@ -229,7 +200,7 @@ def hyper(graph: Graph, node: Node) -> str:
 
 
 def params_of(graph: Graph, nodes: list[Node]) -> int:
-    return sum(n.meta.get("params", 0) // tower_share(graph, n) for n in nodes)
+    return sum(n.meta.get("param_count", 0) // graph.tower_count(n) for n in nodes)
 
 
 def _text(text: str) -> str:
@@ -256,7 +227,7 @@ def layer_label(graph: Graph, node: Node, counts: bool) -> str:
     return _html(node.name, node.kind, lines)
 
 
-def box_label(graph: Graph, box: Box, counts: bool, calls: dict[str, str]) -> str:
+def box_label(graph: Graph, box: Box, counts: bool) -> str:
     if not box.folded:
         return layer_label(graph, box.nodes[0], counts)
     per_unit = len(box.nodes) // box.count
@@ -264,7 +235,7 @@ def box_label(graph: Graph, box: Box, counts: bool, calls: dict[str, str]) -> st
              for i in (0, box.count - 1)]
     title = names[0] if box.count == 1 else f"{names[0]}{' …' if box.count > 2 else ','} {names[1]}"
     if box.block is not None:
-        kind = call_text(calls, box.block) or graph.blocks.get(box.block, "block")
+        kind = block_text(graph, box.block)
     else:
         kind = "repeat"
     if box.count > 1:
@@ -291,40 +262,10 @@ def summary(graph: Graph, nodes: list[Node], most: int = 4) -> list[str]:
     return [", ".join(parts[i:i + 3]) for i in range(0, len(parts), 3)]
 
 
-def block_calls(text: str) -> dict[str, str]:
-    """`name: block(literal args)` at the top level, as written: {"conv1": "stage(64, 2)"}."""
-    module, _ = parse(Source(text))
-    if module is None:
-        return {}
-    blocks = {s.name for s in module.statements if isinstance(s, BlockDef)}
-    lines = text.splitlines()
-    calls: dict[str, str] = {}
-
-    def visit(stmts: list, repeated: bool) -> None:
-        for s in stmts:
-            if isinstance(s, (TowersBlock, RepeatStmt)):
-                visit(s.body, repeated or isinstance(s, RepeatStmt))
-            elif isinstance(s, LayerStmt) and s.kind in blocks and all(isinstance(a.value, Lit) for a in s.args):
-                key = s.name + REPEATED if repeated else s.name
-                args = (_slice(lines, a.value.span) if a.name is None else f"{a.name}={_slice(lines, a.value.span)}"
-                        for a in s.args)
-                calls[key] = f"{s.kind}({', '.join(args)})"
-
-    visit(module.statements, False)
-    return calls
-
-
-def call_text(calls: dict[str, str], instance: str) -> str | None:
-    if instance in calls:
-        return calls[instance]
-    match = _SUFFIX.match(instance)
-    return calls.get(match.group(1) + REPEATED) if match else None
-
-
-def _slice(lines: list[str], span: Span) -> str:
-    if span.line != span.end_line:
-        return " ".join(x.strip() for x in lines[span.line - 1:span.end_line])
-    return lines[span.line - 1][span.column - 1:span.end_column - 1]
+def block_text(graph: Graph, instance: str) -> str:
+    """A block instance as its call was written (`inception(64, 96, 128, 16, 32, 32)`), else its block."""
+    inst = graph.instances[instance]
+    return inst.call or inst.block
 
 
 # ------------------------------------------------------------------------ edges
@@ -381,9 +322,9 @@ class _Cluster:
     children: dict[str, "_Cluster"] = dataclasses.field(default_factory=dict)
 
 
-def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool = True, fold: bool = True,
-           calls: dict[str, str] | None = None) -> graphviz.Digraph:
-    """The diagram of a checked graph. `calls` maps block instances to their call text, for labels."""
+def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool = True,
+           fold: bool = True) -> graphviz.Digraph:
+    """The diagram of a checked graph."""
     if rankdir.upper() not in RANKDIRS:
         raise ValueError(f"rankdir must be one of {', '.join(RANKDIRS)}, got {rankdir!r}")
     boxes = folded_boxes(graph) if fold else expanded_boxes(graph)
@@ -396,9 +337,9 @@ def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool 
     root = _Cluster("", "", {})
     outputs = {n.name for n in graph.outputs()}
     for box in boxes:
-        attrs = _node_attrs(graph, box, counts, calls or {}, outputs)
+        attrs = _node_attrs(graph, box, counts, outputs)
         for t, node_id in enumerate(copies(graph, box)):
-            _cluster_for(graph, root, box, t, calls or {}).nodes.append((node_id, attrs))
+            _cluster_for(graph, root, box, t).nodes.append((node_id, attrs))
     _emit(dot, root)
     for edge in edges(graph, owner, shapes):
         dot.edge(edge.src, edge.dst, **_edge_attrs(edge))
@@ -408,14 +349,14 @@ def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool 
 def _graph_attrs(graph: Graph, rankdir: str, counts: bool, fold: bool) -> dict[str, str]:
     lines = [graph.title or graph.name]
     if counts:
-        total_params = sum(n.meta.get("params", 0) for n in graph)
+        total_params = sum(n.meta.get("param_count", 0) for n in graph)
         total_macs = sum(n.meta.get("macs", 0) for n in graph)
         lines.append(f"{total_params:,} parameters · {total_macs:,} multiply-adds per image")
     if graph.towers:
         per_tower = "channels and parameters" if counts else "channels"
         lines.append(f"inside a tower: {per_tower} per tower; dashed red: reads every tower")
     if not fold and not boxes_blocks(graph):
-        lines.append(f"{len(graph.blocks):,} block instances, too many to box: a layer's name says its block")
+        lines.append(f"{len(graph.instances):,} block instances, too many to box: a layer's name says its block")
     title = _rows([f"<b>{_text(lines[0])}</b>"]
                   + [f'<font point-size="11" color="{MUTED}">{_text(line)}</font>' for line in lines[1:]])
     return {"rankdir": rankdir, "label": title, "labelloc": "t", "fontname": FONT,
@@ -423,8 +364,8 @@ def _graph_attrs(graph: Graph, rankdir: str, counts: bool, fold: bool) -> dict[s
             "bgcolor": "white", "pad": "0.2"}
 
 
-def _node_attrs(graph: Graph, box: Box, counts: bool, calls: dict[str, str], outputs: set[str]) -> dict[str, str]:
-    attrs = {"label": box_label(graph, box, counts, calls)}
+def _node_attrs(graph: Graph, box: Box, counts: bool, outputs: set[str]) -> dict[str, str]:
+    attrs = {"label": box_label(graph, box, counts)}
     kind = box.nodes[0].kind
     if box.folded:
         attrs.update(fillcolor=FILL_BLOCK, penwidth="1.5")
@@ -448,7 +389,7 @@ def _edge_attrs(edge: Edge) -> dict[str, str]:
     return attrs
 
 
-def _cluster_for(graph: Graph, root: _Cluster, box: Box, tower: int, calls: dict[str, str]) -> _Cluster:
+def _cluster_for(graph: Graph, root: _Cluster, box: Box, tower: int) -> _Cluster:
     cluster = root
     if box.towers:
         key = f"cluster_{box.towers}_{tower}"
@@ -457,7 +398,7 @@ def _cluster_for(graph: Graph, root: _Cluster, box: Box, tower: int, calls: dict
             "style": "rounded,filled", "fillcolor": "#f7f7f7", "color": "#999999"}))
     for instance in box.clusters:
         key = f"cluster_{instance}" + (f"@{tower}" if box.towers else "")
-        label = f"{instance}: {call_text(calls, instance) or graph.blocks.get(instance, 'block')}"
+        label = f"{instance}: {block_text(graph, instance)}"
         cluster = cluster.children.setdefault(key, _Cluster(key, label, {
             "style": "rounded,dashed", "color": "#b08850"}))
     return cluster
@@ -490,9 +431,9 @@ def format_for(path: str | os.PathLike | None, fmt: str | None) -> str:
     return chosen
 
 
-def render_graph(graph: Graph, fmt: str, calls: dict[str, str] | None = None, **options) -> bytes:
+def render_graph(graph: Graph, fmt: str, **options) -> bytes:
     """The diagram as the bytes of a file in `fmt`; `dot` needs no Graphviz installed."""
-    dot = to_dot(graph, calls=calls, **options)
+    dot = to_dot(graph, **options)
     if fmt == "dot":
         return dot.source.encode("utf-8")
     if fmt == "png":
@@ -500,7 +441,7 @@ def render_graph(graph: Graph, fmt: str, calls: dict[str, str] | None = None, **
     try:
         data = dot.pipe(format=fmt, quiet=True)
     except graphviz.ExecutableNotFound:
-        raise DotNotFound() from None
+        raise DotNotFound(INSTALL_HINT) from None
     except graphviz.CalledProcessError as err:
         detail = (err.stderr or b"").decode("utf-8", "replace").strip()
         raise DrawError(f"Graphviz's dot failed (exit {err.returncode})" + (f": {detail}" if detail else "")) from None
@@ -526,22 +467,24 @@ def fixed_pdf_dates(data: bytes) -> bytes:
     return _PDF_DATE.sub(fix, data)
 
 
-def _calls_for(net: "Net") -> dict[str, str]:
-    return block_calls(net.source.text) if net.graph.blocks else {}
-
-
-def render(net: "Net", path: str | os.PathLike | None, fmt: str | None = None, **options) -> bytes:
-    """Draw a checked net into `path` (None: only return the bytes). Returns the file's bytes."""
-    net.raise_for_errors()
+def render(graph: "Graph | Net", path: str | os.PathLike | None, fmt: str | None = None, **options) -> bytes:
+    """Draw a checked graph (or a Net: NetdslError when it has errors) into `path` (None: only return
+    the bytes). Returns the file's bytes."""
     fmt = format_for(path, fmt)
-    data = render_graph(net.graph, fmt, calls=_calls_for(net), **options)
+    data = render_graph(_checked(graph), fmt, **options)
     if path is not None:
         Path(path).write_bytes(data)
     return data
 
 
-def to_svg(net: "Net", **options) -> str:
-    return render(net, None, "svg", **options).decode("utf-8")
+def to_svg(graph: "Graph | Net", **options) -> str:
+    return render(graph, None, "svg", **options).decode("utf-8")
+
+
+def _checked(graph: "Graph | Net") -> Graph:
+    if isinstance(graph, Graph):
+        return graph
+    return graph.raise_for_errors().graph  # a Net: what `netdsl.load` returns
 
 
 __all__ = ["to_dot", "render", "render_graph", "to_svg", "format_for", "DrawError", "DotNotFound",

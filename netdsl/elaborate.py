@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layers
-from .diagnostics import Diagnostic, SpecError, did_you_mean
-from .ir import Graph, Node, Towers
-from .source import Span
-from .syntax import (Arg, BlockDef, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, Module, NetDecl,
-                     RepeatStmt, ShapeExpr, Stmt, TowersBlock, TrainBlock)
-from .values import IntType, evaluate
+from .diagnostics import Diagnostic, did_you_mean
+from .errors import SpecError
+from .ir import BlockInstance, Graph, Node, Towers, repeat_suffix
+from .lang.ast import (Arg, BlockDef, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, Lit, Module, NetDecl,
+                       RepeatStmt, ShapeExpr, Stmt, TowersBlock, TrainBlock)
+from .lang.source import Span
+from .lang.values import FuncValue, Word, evaluate
+from .layers.schema import IntType
 
 MAX_BLOCK_DEPTH = 32
 MAX_REPEAT = 100_000
@@ -28,6 +30,7 @@ class Scope:
     env: dict[str, Any]
     prefix: str = ""
     suffix: str = ""
+    repeat: tuple[int, ...] = ()  # iteration numbers behind `suffix`
     parent: "Scope | None" = None
     names: dict[str, str] = field(default_factory=dict)  # local name -> full layer name
     block_input: str | None = None
@@ -35,7 +38,7 @@ class Scope:
     towers: str | None = None
 
     def child(self, **changes) -> "Scope":
-        base = dict(env=dict(self.env), prefix=self.prefix, suffix=self.suffix, parent=self,
+        base = dict(env=dict(self.env), prefix=self.prefix, suffix=self.suffix, repeat=self.repeat, parent=self,
                     block_input=self.block_input, path=self.path, towers=self.towers)
         base.update(changes)
         return Scope(**base)
@@ -178,7 +181,7 @@ class Elaborator:
     def _input(self, stmt: InputDecl, scope: Scope) -> None:
         shape = self._shape(stmt.shape, scope)
         name = self._define(stmt.name, scope, stmt.span)
-        self.graph.add(Node(name, "input", {"shape": list(shape)}, [], stmt.span))
+        self.graph.add(Node(name, "input", {"shape": list(shape)}, [], stmt.span, repeat=scope.repeat))
         self.current = name
 
     def _repeat(self, stmt: RepeatStmt, scope: Scope) -> None:
@@ -186,7 +189,7 @@ class Elaborator:
         if count > MAX_REPEAT:
             raise SpecError(f"repeat {count} is more than {MAX_REPEAT:,}", stmt.span, code="too-large")
         for i in range(1, count + 1):
-            inner = scope.child(suffix=f"{scope.suffix}_{i}")
+            inner = scope.child(suffix=scope.suffix + repeat_suffix((i,)), repeat=(*scope.repeat, i))
             if stmt.var:
                 inner.env[stmt.var] = i
             self._body(stmt.body, inner)
@@ -215,7 +218,8 @@ class Elaborator:
                             code="unknown-kind", layer=stmt.name)
         inputs = self._inputs(stmt, scope, kind.arity)
         name = self._define(stmt.name, scope, stmt.span)
-        node = Node(name, kind.name, {}, inputs, stmt.span, scope.towers, stmt.cross, scope.path)
+        node = Node(name, kind.name, {}, inputs, stmt.span, scope.towers, stmt.cross, scope.path,
+                    repeat=scope.repeat)
         self.graph.add(node)
         self.current = name
         reported = len(self.diagnostics)
@@ -271,7 +275,7 @@ class Elaborator:
 
     def _define(self, local: str, scope: Scope, span: Span) -> str:
         full = f"{scope.prefix}{local}{scope.suffix}"
-        if full in self.graph or full in self.graph.blocks:
+        if full in self.graph or full in self.graph.instances:
             first = self.defined_at.get(full)
             raise SpecError(f"'{full}' is already defined" + (f" (line {first.line})" if first else ""),
                             span, ["every layer needs its own name"], code="duplicate", layer=full)
@@ -380,9 +384,10 @@ class Elaborator:
                                     code="missing", layer=stmt.name)
                 env[p.name] = self._eval(p.default, Scope(env=env))
         instance = f"{scope.prefix}{stmt.name}{scope.suffix}"
-        if instance in self.graph or instance in self.graph.blocks:
+        if instance in self.graph or instance in self.graph.instances:
             raise SpecError(f"'{instance}' is already defined", stmt.span, code="duplicate", layer=instance)
-        self.graph.blocks[instance] = block.name
+        self.graph.instances[instance] = BlockInstance(instance, block.name, _call_text(stmt), stmt.span,
+                                                       scope.repeat)
         inner = Scope(env=env, prefix=instance + ".", parent=scope, block_input=inputs[0],
                       path=scope.path + (instance,), towers=scope.towers)
         self.current = inputs[0]
@@ -443,9 +448,17 @@ def _example(kind: layers.LayerKind) -> str:
     return examples.get(kind.name, f"{kind.name}()")
 
 
+def _call_text(stmt: LayerStmt) -> str | None:
+    """`inception(64, 96, stride=2)` as written, when every argument is a literal (else None: the
+    values may differ from instance to instance, and the definition's name says more)."""
+    if not all(isinstance(a.value, Lit) and a.value.text for a in stmt.args):
+        return None
+    args = (a.value.text if a.name is None else f"{a.name}={a.value.text}" for a in stmt.args)
+    return f"{stmt.kind}({', '.join(args)})"
+
+
 def _plain(value: Any) -> Any:
     """Training settings keep plain data (words become strings)."""
-    from .values import FuncValue, Word
     if isinstance(value, Word):
         return value.name
     if isinstance(value, FuncValue):

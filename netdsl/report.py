@@ -5,8 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layers
-from .ir import Graph, Node
-from .layers import fmt_shape
+from .ir import Graph, Node, fmt_shape
 
 
 @dataclass
@@ -16,7 +15,7 @@ class TowerTotals:
     activation_bytes: int = 0
 
     def add(self, meta: dict, share: int) -> None:
-        self.params += meta["params"] // share
+        self.params += meta["param_count"] // share
         self.macs += meta["macs"] // share
         self.activation_bytes += meta["activation_bytes"] // share
 
@@ -46,14 +45,13 @@ class Report:
         for n in rows:
             if n.towers:
                 count = graph.towers[n.towers].count
-                replicated = n.meta.get("placement") == "replicated"
                 for t in range(count):
                     towers.setdefault(_tower_key(graph, n.towers, t), TowerTotals()).add(
-                        n.meta, 1 if replicated else count)
+                        n.meta, 1 if n.replicated else count)
             else:
                 towers.setdefault("outside towers", TowerTotals()).add(n.meta, 1)
         cross = [(n, n.meta["cross_bytes"]) for n in rows if n.meta.get("cross_bytes")]
-        return cls(graph, rows, sum(n.meta["params"] for n in rows), sum(n.meta["macs"] for n in rows),
+        return cls(graph, rows, sum(n.meta["param_count"] for n in rows), sum(n.meta["macs"] for n in rows),
                    sum(n.meta["activation_bytes"] for n in rows), towers if graph.towers else {}, cross)
 
     # ---------------------------------------------------------------- JSON
@@ -116,7 +114,7 @@ class Report:
         config = kind.label(n) if n.kind != "input" else ""
         rf = n.meta.get("rf")
         rf_text = "all" if rf is None else (str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}")
-        return [n.name, n.kind, tower, io, config, _int(n.meta["params"]), _int(n.meta["macs"]),
+        return [n.name, n.kind, tower, io, config, _int(n.meta["param_count"]), _int(n.meta["macs"]),
                 _bytes(n.meta["activation_bytes"]), rf_text]
 
 
@@ -126,7 +124,7 @@ def tower_mode(n: Node) -> str | None:
         return None
     if n.cross:
         return "cross"
-    return "replicated" if n.meta.get("placement") == "replicated" else "local"
+    return "replicated" if n.replicated else "local"
 
 
 def _tower_key(graph: Graph, split: str, index: int) -> str:
@@ -138,7 +136,7 @@ def _layer_dict(n: Node) -> dict[str, Any]:
     return {
         "name": n.name, "kind": n.kind, "inputs": list(n.inputs),
         "input_shapes": [list(s) for s in n.meta.get("in_shapes", [])],
-        "output_shape": list(n.shape), "params": n.meta["params"], "macs": n.meta["macs"],
+        "output_shape": list(n.shape), "params": n.meta["param_count"], "macs": n.meta["macs"],
         "flops": n.meta["flops"], "activation_bytes": n.meta["activation_bytes"],
         "receptive_field": rf, "towers": n.towers,
         "tower_mode": tower_mode(n),

@@ -45,3 +45,19 @@ class PaperAlexNet(nn.Module):
         x = self.drop(F.relu(self.fc6(x), inplace=True))
         x = self.drop(F.relu(self.fc7(x), inplace=True))
         return self.fc8(x)
+
+
+# torchvision.models.alexnet() module paths -> layer names of specs/alexnet-torchvision.net.
+TORCHVISION_ALEXNET = {"features.0": "conv1", "features.3": "conv2", "features.6": "conv3", "features.8": "conv4",
+                       "features.10": "conv5", "classifier.1": "fc6", "classifier.4": "fc7", "classifier.6": "fc8"}
+
+
+def rename_state_dict(state: dict[str, torch.Tensor], names: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Rename keys by their module path: with TORCHVISION_ALEXNET, `features.0.weight` -> `conv1.weight`."""
+    out = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if module not in names:
+            raise KeyError(f"no layer name for '{key}' in the name map")
+        out[f"{names[module]}.{leaf}"] = value
+    return out

@@ -3,6 +3,7 @@ prototxt with Caffe's own rules), lowering and a forward pass, prototxt export r
 .caffemodel weights."""
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -13,6 +14,15 @@ import netdsl
 from conftest import ROOT, SPECS, run_netdsl
 
 FIXTURES = ROOT / "tests" / "fixtures" / "caffe"
+SHIPPED_PROTO = ROOT / "netdsl" / "caffe" / "caffe.proto"
+PROTO_NAME = "src__caffe__proto__caffe.proto"
+# git's blob hash of BVLC/caffe's src/caffe/proto/caffe.proto at the snapshot in fixtures/caffe/README.md
+CAFFE_PROTO_BLOB = "3dcad697f6dc6cad278c8f4e4b9dc0db47861045"
+
+
+def git_blob_hash(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 NETS = sorted(p for p in FIXTURES.glob("*.prototxt") if "solver" not in p.name)
 SOLVERS = sorted(FIXTURES.glob("*solver.prototxt"))
 
@@ -288,9 +298,11 @@ def test_fixtures_are_the_peers_files_with_their_license():
     assert (FIXTURES / "LICENSE").read_text().startswith("COPYRIGHT")
     assert (FIXTURES / "README.md").exists()
     if shared.is_dir():
-        assert sorted(p.name for p in shared.iterdir()) == sorted(p.name for p in FIXTURES.iterdir())
+        # caffe.proto ships once, in netdsl/caffe/ (pinned by its git blob hash below), not as a fixture
+        copies = {p.name: FIXTURES / p.name for p in FIXTURES.iterdir()} | {PROTO_NAME: SHIPPED_PROTO}
+        assert sorted(p.name for p in shared.iterdir()) == sorted(copies)
         for p in shared.iterdir():
-            assert (FIXTURES / p.name).read_bytes() == p.read_bytes(), p.name
+            assert copies[p.name].read_bytes() == p.read_bytes(), p.name
 
 
 @pytest.mark.parametrize("path", NETS, ids=lambda p: p.stem)
@@ -607,7 +619,7 @@ def test_import_weights_reports_every_mismatch(tmp_path, cli):
 def test_embedded_descriptor_is_the_shipped_caffe_proto():
     pytest.importorskip("grpc_tools")
     from netdsl.caffe.proto_descriptor import CAFFE_PROTO, FILE_DESCRIPTOR, compile_proto
-    assert CAFFE_PROTO.read_bytes() == (FIXTURES / "src__caffe__proto__caffe.proto").read_bytes()
+    assert CAFFE_PROTO == SHIPPED_PROTO and git_blob_hash(CAFFE_PROTO) == CAFFE_PROTO_BLOB
     assert compile_proto(CAFFE_PROTO) == FILE_DESCRIPTOR
 
 

@@ -9,8 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from netdsl import data as D
-from netdsl.pipeline import Preprocess, make_loader
+from types import SimpleNamespace
+
+from netdsl import errors
+from netdsl.training import data, images
+from netdsl.training.loading import Preprocess, make_loader
+
+D = SimpleNamespace(**{**vars(images), **vars(data)}, LayoutError=errors.DataError)  # the old netdsl.data
 
 RNG = np.random.default_rng(0)
 

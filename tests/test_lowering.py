@@ -14,10 +14,13 @@ from click.testing import CliRunner
 from torch import nn
 
 import netdsl
-from netdsl.lower import TORCHVISION_ALEXNET, DeviceError, LoweredNet, TowerSplit, rename_state_dict
-from netdsl.torch_build import CaffePool2d, GroupedLinear, PaddedConv2d
+from netdsl.errors import DeviceError
+from netdsl.lowering.modules import CaffePool2d, GroupedLinear, PaddedConv2d
+from netdsl.lowering.net import LoweredNet
+from netdsl.lowering.towers import TowerSplit
 
-from reference_nets import PaperAlexNet
+
+from reference_nets import TORCHVISION_ALEXNET, PaperAlexNet, rename_state_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.net"))

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import netdsl
-from netdsl.recipes import PRESETS, Config, RecipeError, read_yaml, resolve, resolve_resume
+from netdsl.training.config import PRESETS, Config, ConfigError as RecipeError, read_yaml, resolve, resolve_resume
 
 
 def test_paper_preset_is_the_paper():
@@ -88,6 +88,6 @@ def test_resume_overrides_win_with_a_warning():
 
 
 def test_recipes_plots_and_the_cli_do_not_import_torch():
-    code = ("import sys, netdsl.recipes, netdsl.plot; from cli.main import main; from click.testing import CliRunner; "
+    code = ("import sys, netdsl.training.config, netdsl.training.plot; from cli.main import main; from click.testing import CliRunner; "
             "CliRunner().invoke(main, ['train', '--help']); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

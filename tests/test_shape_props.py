@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import assume, given, settings, strategies as st
 
 import netdsl
-from netdsl.windows import Window
+from netdsl.layers.window import Window
 
 
 def brute_force(size, k, s, before, after, d=1, rounding="floor", clip=False) -> int:

@@ -18,8 +18,8 @@ from PIL import Image
 
 import netdsl
 from cli.main import main
-from netdsl.recipes import resolve
-from netdsl.train import train
+from netdsl.training.config import resolve
+from netdsl.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40)}

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from ..diagnostics import Diagnostic, did_you_mean
-from ..source import Source, SourceError, Span, UsageError, read_spec
-from ..syntax import KEYWORDS
-from .prototxt import Field, Message, ProtoSyntaxError, Word, parse_prototxt
+from ..errors import CaffeImportError, SpecError, UsageError
+from ..lang import KEYWORDS, Source, Span, read_spec
+from .prototxt import Field, Message, Word, parse_prototxt
 
 PHASES = ("TRAIN", "TEST")
 DATA_TYPES = {"Data", "ImageData", "WindowData", "HDF5Data", "MemoryData", "DummyData", "Input"}
@@ -85,17 +85,6 @@ class ImportedNet:
     left_out: list[str]  # training-only layers, one description each
     notes: list[str]
     phase: str
-
-
-class CaffeImportError(Exception):
-    """The prototxt cannot be imported; every problem found, each with file:line:col."""
-
-    def __init__(self, source: Source, diagnostics: list[Diagnostic]):
-        self.source, self.diagnostics = source, diagnostics
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        return "\n\n".join(d.render(self.source) for d in self.diagnostics)
 
 
 class _Skip(Exception):
@@ -880,8 +869,8 @@ def import_prototxt(text: str, name: str = "<prototxt>", options: ImportOptions 
     source = Source(text.removeprefix("\ufeff"), name)
     try:
         root = parse_prototxt(source.text)
-    except ProtoSyntaxError as err:
-        raise CaffeImportError(source, [err.diagnostic]) from None
+    except SpecError as err:
+        raise CaffeImportError(source, [err.diagnostic()]) from None
     except RecursionError:
         raise CaffeImportError(source, [Diagnostic("error", "the messages nest too deeply to read", Span(1, 1, 1, 2),
                                                    code="too-deep")]) from None
@@ -902,8 +891,8 @@ def import_file(path: str | Path, options: ImportOptions | None = None) -> Impor
     """Read and convert a .prototxt file; UsageError when it cannot be read."""
     try:
         source = read_spec(path)
-    except SourceError as err:
-        raise UsageError(f"{err.name}: {err.message}") from None
+    except SpecError as err:
+        raise UsageError(f"{Path(path)}: {err.message}") from None
     return import_prototxt(source.text, source.name, options)
 
 

@@ -16,7 +16,8 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ..diagnostics import Diagnostic
-from ..source import Span
+from ..errors import SpecError
+from ..lang.source import Span
 
 GRAMMAR = Path(__file__).with_name("prototxt.lark")
 
@@ -77,12 +78,6 @@ class Message:
     def span_of(self, key: str) -> Span | None:
         f = self.field(key)
         return f.span if f else self.span
-
-
-class ProtoSyntaxError(Exception):
-    def __init__(self, diagnostic: Diagnostic):
-        super().__init__(diagnostic.message)
-        self.diagnostic = diagnostic
 
 
 def _span(meta) -> Span:
@@ -178,11 +173,12 @@ def _parser() -> Lark:
 
 
 def parse_prototxt(text: str) -> Message:
-    """Parse protobuf text format; raises ProtoSyntaxError with the position and what was expected."""
+    """Parse protobuf text format; SpecError with the position and what was expected."""
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
-        raise ProtoSyntaxError(_syntax_diagnostic(err, text)) from None
+        d = _syntax_diagnostic(err, text)
+        raise SpecError(d.message, d.span, d.notes, d.code) from None
     return _flatten(_ToTree().transform(tree))
 
 

@@ -13,19 +13,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..source import UsageError
+from ..errors import CaffeWeightsError, UsageError
+from ..ir import numel
+from ..layers import groups
 from .importer import ImportOptions, ImportedNet, import_message, sanitize
 from .prototxt import Field, Message, Word
 
 MAX_CAFFEMODEL_BYTES = 2 ** 31 - 1  # protobuf's own limit for one message
-
-
-class CaffeWeightsError(Exception):
-    """The caffemodel does not fit the net; the message lists every problem."""
-
-    def __init__(self, path: str, problems: list[str]):
-        self.path, self.problems = path, problems
-        super().__init__(f"{path}: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]))
 
 
 @lru_cache(maxsize=1)
@@ -144,7 +138,7 @@ def state_dict_from_caffemodel(net, caffemodel: str | os.PathLike | Any, strict:
             problems.extend(err.problems)
     _check_shapes(net, state, problems)
     if strict:
-        missing = [n.name for n in net.graph if n.meta.get("params") and n.name not in filled]
+        missing = [n.name for n in net.graph if n.meta.get("param_count") and n.name not in filled]
         if missing:
             problems.append("no weights in the caffemodel for " + ", ".join(missing))
     if problems:
@@ -212,7 +206,7 @@ def _check_shapes(net, state: dict[str, Any], problems: list[str]) -> None:
             problems.append(f"{key}: the net's layer has no such weight (bias=false?)")
             del state[key]
         elif have != want:
-            if state[key].numel() == _numel(want):  # e.g. an fc weight stored as 1 x 1 x out x in
+            if state[key].numel() == numel(want):  # e.g. an fc weight stored as 1 x 1 x out x in
                 state[key] = state[key].reshape(want)
             else:
                 problems.append(f"{key}: the caffemodel has {_fmt(have)}, the net needs {_fmt(want)}")
@@ -220,8 +214,6 @@ def _check_shapes(net, state: dict[str, Any], problems: list[str]) -> None:
 
 
 def expected_shapes(net) -> dict[str, tuple[int, ...]]:
-    from ..layers import groups, numel
-
     out: dict[str, tuple[int, ...]] = {}
     for node in net.graph:
         p, ins = node.params, node.meta.get("in_shapes") or [()]
@@ -241,13 +233,6 @@ def expected_shapes(net) -> dict[str, tuple[int, ...]]:
         if node.kind in ("conv", "fc") and p["bias"]:
             out[f"{node.name}.bias"] = (p["out"],)
     return out
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

@@ -1,17 +1,23 @@
-"""The layer registry: one entry per layer kind, Keras-style.
+"""The layer registry: one entry per layer kind, Keras-style, as data.
 
 Each LayerKind holds, in one place, its parameter schema, its shape rule, its cost, its
-receptive-field window, its drawing label and its PyTorch builder (which imports torch lazily,
-so `check` and `draw` never do).
+receptive-field window and its drawing label. Back ends keep their own tables keyed by kind
+(lowering/builders.py for PyTorch, caffe/exporter.py for Caffe), so nothing here imports torch
+and `check` and `draw` never do.
+
+Adding a kind: register it in one of the modules below (or a new one listed in `_load`), then give
+it a PyTorch builder in lowering/builders.py and a Caffe exporter in caffe/exporter.py, or a
+documented reason for none (tests/test_registry.py checks that every kind has all three).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
-from ..diagnostics import SpecError
-from ..ir import Node, Shape
-from ..values import Param, Schema
+from ..errors import SpecError
+from ..ir import Node, Shape, fmt_shape, numel
+from .schema import Param, Schema
+from .window import Windows
 
 # Per spatial axis: (kernel, stride, dilation, pad_before); "global" when every input position is seen.
 RFWindow = list[tuple[int, int, int, int]] | str | None
@@ -24,18 +30,27 @@ class Cost:
 
 
 @dataclass
+class Inferred:
+    """What a shape rule found: the output shape, and for a sliding-window layer its Window per axis
+    (the shape pass stores them in `node.meta["windows"]` and reports the coverage they leave)."""
+
+    shape: Shape
+    windows: Windows | None = None
+
+
+@dataclass
 class LayerKind:
     name: str
     doc: str
     schema: Schema
-    infer: Callable[[Node, list[Shape]], Shape]
+    infer: Callable[[Node, list[Shape]], "Shape | Inferred"]
     cost: Callable[[Node, list[Shape], Shape], Cost] = lambda node, ins, out: Cost()
-    window: Callable[[Node], RFWindow] = lambda node: None
+    receptive_field: Callable[[Node], RFWindow] = lambda node: None
     label: Callable[[Node], str] = lambda node: ""
-    build: Callable[[Node], Any] | None = None
     explain: Callable[[Node, list[Shape], Shape], list[str]] | None = None  # fixes for an expect
     arity: tuple[int, int | None] = (1, 1)  # min, max inputs
     splits_channels: bool = False  # has weights producing output channels, so may be `cross`
+    mixes_channels: bool = False  # no weights, but mixes channels: in towers each sees its own (LRN)
     aliases: tuple[str, ...] = ()
 
 
@@ -61,8 +76,7 @@ def kinds() -> dict[str, LayerKind]:
 
 def _load() -> None:
     if not REGISTRY:
-        from . import activation, conv, dense, io, merge, norm, pool  # noqa: F401  (they register)
-        from . import caffe_extra  # noqa: F401
+        from . import activation, caffe_extra, conv, dense, io, merge, norm, pool  # noqa: F401  (they register)
 
 
 # ------------------------------------------------------------------ shared helpers
@@ -72,17 +86,6 @@ def require_chw(node: Node, shape: Shape) -> tuple[int, int, int]:
         raise SpecError(f"{node.kind} needs a CxHxW input, got {fmt_shape(shape)}"
                         + (" (a flat vector; did an fc or flatten come before it?)" if len(shape) == 1 else ""))
     return shape  # type: ignore[return-value]
-
-
-def fmt_shape(shape: Shape | None) -> str:
-    return "?" if shape is None else "x".join(str(d) for d in shape)
-
-
-def numel(shape: Shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def groups(node: Node) -> int:
@@ -97,108 +100,5 @@ def explain_groups(node: Node) -> str:
     return f"{g} groups"
 
 
-def lazy_build(function: str) -> Callable[[Node], Any]:
-    """A builder that imports torch only when a module is really built."""
-    def build(node: Node):
-        from .. import torch_build
-        return getattr(torch_build, function)(node)
-    return build
-
-
-__all__ = ["LayerKind", "Cost", "register", "lookup", "kinds", "Param", "Schema", "REGISTRY"]
-
-
-# ------------------------------------------------------------- sliding windows
-
-def node_windows(node: Node, h: int, w: int, clip: bool = False):
-    from ..windows import Window
-    p = node.params
-    kernel, stride = p["kernel"], p.get("stride") or p["kernel"]
-    dilation = p.get("dilation", [1, 1])
-    pad = p.get("pad", [[0, 0], [0, 0]])
-    rounding = p.get("round", "floor")
-    return tuple(Window(size, kernel[a], stride[a], pad[a][0], pad[a][1], dilation[a], rounding, clip)
-                 for a, size in enumerate((h, w)))
-
-
-def _axis_names(windows) -> list[tuple[str, object]]:
-    if windows[0] == windows[1]:
-        return [("height and width", windows[0])]
-    return [("height", windows[0]), ("width", windows[1])]
-
-
-def infer_windows(node: Node, h: int, w: int, clip: bool = False) -> tuple[int, int]:
-    """Output (h, w) of a windowed op; errors and warnings carry the arithmetic."""
-    windows = node_windows(node, h, w, clip)
-    node.meta["windows"] = windows
-    for axis, win in _axis_names(windows):
-        if win.out() < 1 or win.padded < win.span:
-            raise SpecError(
-                f"the {win.span}-wide window does not fit the {axis} {win.size} "
-                f"(padded {win.padded}): no output",
-                notes=[f"{node.name}: {win.formula()}, which gives {win.out()} < 1",
-                       "use a smaller kernel, more padding or a larger input"], code="shape")
-        lost = win.uncovered()
-        if lost:
-            target = win.out() + 1
-            fixes = win.fixes(target)
-            node.meta.setdefault("warnings", []).append((
-                f"the windows do not cover the input: the last {lost} "
-                f"{'rows/columns' if axis == 'height and width' else ('rows' if axis == 'height' else 'columns')}"
-                f" are never read",
-                [f"{node.name}: {win.formula()}; floor gives {win.out()}"
-                 + (f"; for {target} and full coverage: " + ", ".join(fixes) if fixes else "")]))
-    return windows[0].out(), windows[1].out()
-
-
-def explain_windows(node: Node, ins: list[Shape], target: Shape) -> list[str]:
-    """For a failed `expect`: the arithmetic, and what would give the expected size."""
-    windows = node.meta.get("windows")
-    if not windows or len(target) != 3:
-        return []
-    notes = []
-    for (axis, win), want in zip(_axis_names(windows), (target[1], target[2])):
-        if win.out() == want:
-            continue
-        line = f"{node.name}: {win.formula()}; {win.rounding} gives {win.out()}"
-        if win.clipped():
-            line += " (after Caffe's clip of a window starting in the padding)"
-        fixes = win.fixes(want)
-        notes.append(line + (f", the expected {want} needs " + _or(fixes) if fixes else ""))
-    return notes
-
-
-def _or(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
-
-
-def window_label(node: Node) -> str:
-    p = node.params
-    kh, kw = p["kernel"]
-    stride = p.get("stride") or p["kernel"]
-    text = f"{kh}x{kw}" if kh != kw else f"{kh}x{kh}"
-    text += f"/{stride[0]}" if stride[0] == stride[1] else f"/{stride[0]}x{stride[1]}"
-    pad = p.get("pad")
-    if pad and any(any(a) for a in pad):
-        flat = {v for a in pad for v in a}
-        text += f" pad {flat.pop()}" if len(flat) == 1 else f" pad {pad}"
-    if p.get("dilation", [1, 1]) != [1, 1]:
-        text += f" dil {p['dilation'][0]}"
-    return text
-
-
-def rf_window(node: Node):
-    p = node.params
-    stride = p.get("stride") or p["kernel"]
-    dil = p.get("dilation", [1, 1])
-    return [(p["kernel"][a], stride[a], dil[a], p.get("pad", [[0, 0], [0, 0]])[a][0]) for a in (0, 1)]
-
-
-def window_params(default_round: str, default_stride) -> list[Param]:
-    from ..values import ChoiceType, PaddingType, PairType
-    return [
-        Param("stride", PairType(), default_stride, "step between windows"
-              + ("" if default_stride else " (default: the kernel)")),
-        Param("pad", PaddingType(), [[0, 0], [0, 0]], "p, (before, after) or [h, w]"),
-        Param("round", ChoiceType(("floor", "ceil")), default_round, "rounding of the output size"),
-    ]
+__all__ = ["LayerKind", "Cost", "Inferred", "register", "lookup", "kinds", "Param", "Schema", "REGISTRY",
+           "fmt_shape", "numel", "groups", "require_chw"]

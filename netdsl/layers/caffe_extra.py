@@ -3,27 +3,14 @@
 slice (one output of Caffe's Slice), multiply and
 maximum (Eltwise PROD and MAX), weighted_sum (Eltwise SUM with coefficients), scale (Caffe's Scale
 on its own, a learned per-channel factor and bias) and power (Caffe's Power: (shift + scale*x)^power).
-Their PyTorch builders live in netdsl/caffe/torch_ops.py and are imported only when a module is built.
+Their PyTorch builders live with the others in netdsl/lowering/builders.py.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
-from ..diagnostics import SpecError
+from ..errors import SpecError
 from ..ir import Node
-from ..values import BoolType, FloatType, IntType, Param, REQUIRED, Schema
+from .schema import BoolType, FloatListType, FloatType, IntType, Param, REQUIRED, Schema
 from . import Cost, LayerKind, fmt_shape, register
-
-TORCH_OPS = "netdsl.caffe.torch_ops"
-
-
-def caffe_build(function: str) -> Callable[..., Any]:
-    """A builder that imports torch (through netdsl.caffe.torch_ops) only when a module is built."""
-    def build(node: Node, *args: Any, **kwargs: Any) -> Any:
-        import importlib
-        return getattr(importlib.import_module(TORCH_OPS), function)(node, *args, **kwargs)
-    build.__name__ = function
-    return build
 
 
 def _same_shapes(node: Node, ins: list) -> tuple:
@@ -50,16 +37,15 @@ register(LayerKind(
                    Param("end", IntType(1), REQUIRED, "one past the last channel")],
                   positional=("begin", "end")),
     infer=_slice_infer, label=lambda node: f"channels {node.params['begin']}:{node.params['end']}",
-    build=caffe_build("build_slice"),
 ))
 
 register(LayerKind(
     name="multiply", doc="Element-wise product of inputs of identical shape (Caffe's Eltwise PROD).",
-    schema=Schema(), infer=_same_shapes, build=caffe_build("build_eltwise"), arity=(2, None),
+    schema=Schema(), infer=_same_shapes, arity=(2, None),
 ))
 register(LayerKind(
     name="maximum", doc="Element-wise maximum of inputs of identical shape (Caffe's Eltwise MAX).",
-    schema=Schema(), infer=_same_shapes, build=caffe_build("build_eltwise"), arity=(2, None),
+    schema=Schema(), infer=_same_shapes, arity=(2, None),
 ))
 
 
@@ -71,19 +57,10 @@ def _weighted_infer(node: Node, ins: list) -> tuple:
     return _same_shapes(node, ins)
 
 
-class _FloatList:
-    name = "a list of numbers"
-
-    def convert(self, value: Any) -> list[float]:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return [FloatType().convert(v) for v in items]
-
-
 register(LayerKind(
     name="weighted_sum", doc="sum of coeff[i] * input i, inputs of identical shape (Caffe's Eltwise SUM with coeff).",
-    schema=Schema([Param("coeff", _FloatList(), REQUIRED, "one factor per input")], positional=("coeff",)),
-    infer=_weighted_infer, label=lambda node: "coeff " + ", ".join(f"{c:g}" for c in node.params["coeff"]),
-    build=caffe_build("build_eltwise"), arity=(2, None),
+    schema=Schema([Param("coeff", FloatListType(), REQUIRED, "one factor per input")], positional=("coeff",)),
+    infer=_weighted_infer, label=lambda node: "coeff " + ", ".join(f"{c:g}" for c in node.params["coeff"]), arity=(2, None),
 ))
 
 
@@ -97,7 +74,6 @@ register(LayerKind(
     schema=Schema([Param("bias", BoolType(), False, "add a learned bias per channel")]),
     infer=lambda node, ins: tuple(ins[0]), cost=_scale_cost,
     label=lambda node: "with bias" if node.params["bias"] else "",
-    build=caffe_build("build_scale"),
 ))
 
 register(LayerKind(
@@ -107,5 +83,4 @@ register(LayerKind(
     infer=lambda node, ins: tuple(ins[0]),
     label=lambda node: "({:g} + {:g}x)^{:g}".format(node.params["shift"], node.params["scale"],
                                                     node.params["power"]),
-    build=caffe_build("build_power"),
 ))

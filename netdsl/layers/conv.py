@@ -1,10 +1,10 @@
 """Convolution: `conv(out, kernel, stride=1, pad=0, dilation=1, groups=1, bias=true, round=floor)`."""
 from __future__ import annotations
 
-from ..diagnostics import SpecError
-from ..values import BoolType, InitType, IntType, PairType, Param, REQUIRED, Schema
-from . import (Cost, lazy_build, LayerKind, explain_groups, explain_windows, groups, infer_windows, register,
-               require_chw, rf_window, window_label, window_params)
+from ..errors import SpecError
+from .schema import BoolType, InitType, IntType, PairType, Param, REQUIRED, Schema
+from . import Cost, Inferred, LayerKind, explain_groups, groups, register, require_chw
+from .window import explain_windows, infer_windows, rf_window, window_label, window_params
 
 
 def _infer(node, ins):
@@ -15,8 +15,8 @@ def _infer(node, ins):
             raise SpecError(f"{n} {what} do not divide into {explain_groups(node)}",
                             notes=[f"{node.name}: {n} / {g} = {n / g:.4g}; "
                                    f"{what} must be a multiple of {g}"], code="groups")
-    oh, ow = infer_windows(node, h, w)
-    return (out, oh, ow)
+    windows = infer_windows(node, h, w)
+    return Inferred((out, windows[0].out(), windows[1].out()), windows)
 
 
 def _cost(node, ins, out):
@@ -47,6 +47,6 @@ register(LayerKind(
         Param("weight_init", InitType(), {"fn": "default"}),
         Param("bias_init", InitType(), {"fn": "default"}),
     ], positional=("out", "kernel")),
-    infer=_infer, cost=_cost, window=rf_window, label=_label, build=lazy_build("build_conv"),
+    infer=_infer, cost=_cost, receptive_field=rf_window, label=_label,
     explain=explain_windows, splits_channels=True, aliases=("convolution",),
 ))

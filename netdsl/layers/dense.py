@@ -1,9 +1,9 @@
 """Fully connected layers and flatten. fc flattens everything after the batch axis itself."""
 from __future__ import annotations
 
-from ..diagnostics import SpecError
-from ..values import BoolType, InitType, IntType, Param, REQUIRED, Schema
-from . import lazy_build, Cost, LayerKind, explain_groups, fmt_shape, groups, numel, register
+from ..errors import SpecError
+from .schema import BoolType, InitType, IntType, Param, REQUIRED, Schema
+from . import Cost, LayerKind, explain_groups, fmt_shape, groups, numel, register
 
 
 def _fc_infer(node, ins):
@@ -31,14 +31,12 @@ register(LayerKind(
         Param("weight_init", InitType(), {"fn": "default"}),
         Param("bias_init", InitType(), {"fn": "default"}),
     ], positional=("out",)),
-    infer=_fc_infer, cost=_fc_cost, window=lambda node: "global",
+    infer=_fc_infer, cost=_fc_cost, receptive_field=lambda node: "global",
     label=lambda node: f"{node.params['out']}" + (f", groups {groups(node)}" if groups(node) > 1 else ""),
-    build=lazy_build("build_fc"),
     splits_channels=True, aliases=("linear", "inner_product"),
 ))
 
 register(LayerKind(
     name="flatten", doc="CxHxW -> C*H*W.", schema=Schema(),
     infer=lambda node, ins: (numel(ins[0]),),
-    build=lazy_build("build_elementwise"),
 ))

@@ -1,7 +1,7 @@
 """The net's input: a typed tensor declaration (`input data: 3x224x224`)."""
 from __future__ import annotations
 
-from ..values import IntType, Param, REQUIRED, Schema
+from .schema import IntType, Param, REQUIRED, Schema
 from . import LayerKind, fmt_shape, register
 
 

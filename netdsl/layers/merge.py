@@ -1,9 +1,9 @@
 """Layers with several inputs: channel concatenation and element-wise addition."""
 from __future__ import annotations
 
-from ..diagnostics import SpecError
-from ..values import Schema
-from . import lazy_build, LayerKind, fmt_shape, register
+from ..errors import SpecError
+from .schema import Schema
+from . import LayerKind, fmt_shape, register
 
 
 def _concat_infer(node, ins):
@@ -27,12 +27,10 @@ def _add_infer(node, ins):
 
 register(LayerKind(
     name="concat", doc="Concatenates its inputs along channels.", schema=Schema(), infer=_concat_infer,
-    build=lazy_build("build_merge"),
     arity=(2, None),
 ))
 register(LayerKind(
     name="add", doc="Element-wise sum of inputs of identical shape (residual connections).",
     schema=Schema(), infer=_add_infer,
-    build=lazy_build("build_merge"),
     arity=(2, None), aliases=("eltwise",),
 ))

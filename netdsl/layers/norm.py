@@ -1,8 +1,8 @@
 """Normalisation: local response normalisation (AlexNet) and batch normalisation."""
 from __future__ import annotations
 
-from ..values import BoolType, ChoiceType, FloatType, IntType, Param, Schema
-from . import lazy_build, Cost, LayerKind, register, require_chw
+from .schema import BoolType, ChoiceType, FloatType, IntType, Param, Schema
+from . import Cost, LayerKind, register, require_chw
 
 
 def _lrn_label(node):
@@ -29,8 +29,7 @@ register(LayerKind(
         Param("scale", ChoiceType(("mean", "sum")), "mean", "mean: alpha is divided by n"),
         Param("region", ChoiceType(("across", "within")), "across", "across channels, or within one (Caffe)"),
     ], positional=("size",)),
-    infer=_lrn_infer, label=_lrn_label,
-    build=lazy_build("build_lrn"),
+    infer=_lrn_infer, label=_lrn_label, mixes_channels=True,
     aliases=("norm",),
 ))
 
@@ -49,6 +48,5 @@ register(LayerKind(
     ]),
     infer=lambda node, ins: tuple(ins[0]), cost=_bn_cost,
     label=lambda node: "" if node.params["affine"] else "no affine",
-    build=lazy_build("build_batchnorm"),
     aliases=("bn",),
 ))

@@ -3,10 +3,10 @@ window that would start at or past in + pad_before is dropped. Adaptive and glob
 produce a fixed output size."""
 from __future__ import annotations
 
-from ..diagnostics import SpecError
-from ..values import BoolType, PairType, Param, REQUIRED, Schema
-from . import (LayerKind, lazy_build, explain_windows, infer_windows, register, require_chw, rf_window,
-               window_label, window_params)
+from ..errors import SpecError
+from .schema import BoolType, PairType, Param, REQUIRED, Schema
+from . import Inferred, LayerKind, register, require_chw
+from .window import explain_windows, infer_windows, rf_window, window_label, window_params
 
 
 def _infer_windowed(node, ins):
@@ -18,8 +18,8 @@ def _infer_windowed(node, ins):
                             notes=[f"{node.name}: a pooling pad must be at most kernel // 2 = "
                                    f"{kernel[axis] // 2} (PyTorch rejects more; a window could see only padding)"],
                             code="pool-pad")
-    oh, ow = infer_windows(node, h, w, clip=True)
-    return (c, oh, ow)
+    windows = infer_windows(node, h, w, clip=True)
+    return Inferred((c, windows[0].out(), windows[1].out()), windows)
 
 
 def _windowed(name: str, doc: str, extra: list[Param]) -> None:
@@ -27,9 +27,8 @@ def _windowed(name: str, doc: str, extra: list[Param]) -> None:
         name=name, doc=doc,
         schema=Schema([Param("kernel", PairType(), REQUIRED, "window size"), *window_params("ceil", None), *extra],
                       positional=("kernel", "stride")),
-        infer=_infer_windowed, window=rf_window, explain=explain_windows,
+        infer=_infer_windowed, receptive_field=rf_window, explain=explain_windows,
         label=lambda node: window_label(node),
-        build=lazy_build("build_pool"),
     ))
 
 
@@ -48,9 +47,8 @@ def _adaptive(name: str, doc: str) -> None:
     register(LayerKind(
         name=name, doc=doc,
         schema=Schema([Param("output", PairType(), REQUIRED, "output height and width")], positional=("output",)),
-        infer=_infer_adaptive, window=lambda node: "global",
+        infer=_infer_adaptive, receptive_field=lambda node: "global",
         label=lambda node: "to {}x{}".format(*node.params["output"]),
-        build=lazy_build("build_pool"),
     ))
 
 
@@ -65,8 +63,8 @@ def _infer_global(node, ins):
 
 def _global(name: str, doc: str) -> None:
     register(LayerKind(
-        name=name, doc=doc, schema=Schema(), infer=_infer_global, window=lambda node: "global",
-        label=lambda node: "global", build=lazy_build("build_pool"),
+        name=name, doc=doc, schema=Schema(), infer=_infer_global, receptive_field=lambda node: "global",
+        label=lambda node: "global",
     ))
 
 

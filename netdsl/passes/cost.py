@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from .. import layers
 from ..diagnostics import Diagnostic
-from ..ir import Graph
-from ..layers import numel
+from ..ir import Graph, numel
 
 BYTES_PER_VALUE = 4  # fp32
 
@@ -18,7 +17,7 @@ def count_costs(graph: Graph) -> list[Diagnostic]:
         kind = layers.lookup(node.kind)
         ins = node.meta.get("in_shapes", [])
         cost = kind.cost(node, ins, shape)
-        node.meta.update(params=cost.params, macs=cost.macs, flops=2 * cost.macs,
+        node.meta.update(param_count=cost.params, macs=cost.macs, flops=2 * cost.macs,
                          activation_bytes=numel(shape) * BYTES_PER_VALUE)
         node.meta["cross_bytes"] = _cross_bytes(graph, node, ins)
         _receptive_field(graph, node, kind)
@@ -34,7 +33,7 @@ def _cross_bytes(graph: Graph, node, ins) -> int:
     if not node.towers:  # leaving a split: the towers' slices are gathered onto one device
         for name, shape in zip(node.inputs, ins):
             src = graph.node(name)
-            if src.towers and src.meta.get("placement") == "partitioned":
+            if src.partitioned:
                 count = graph.towers[src.towers].count
                 total += numel(shape) * (count - 1) // count * BYTES_PER_VALUE
     return total
@@ -51,7 +50,7 @@ def _receptive_field(graph: Graph, node, kind) -> None:
         return
     rf = [max(m["rf"][a] for m in sources) for a in (0, 1)]
     jump = [max(m["jump"][a] for m in sources) for a in (0, 1)]
-    window = kind.window(node)
+    window = kind.receptive_field(node)
     if window == "global":
         node.meta["rf"], node.meta["jump"] = None, None
         return

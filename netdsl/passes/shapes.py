@@ -3,9 +3,11 @@ in every error, expectations (`expect 96x55x55`) verified, and tower divisibilit
 from __future__ import annotations
 
 from .. import layers
-from ..diagnostics import Diagnostic, SpecError
-from ..ir import Graph
-from ..layers import fmt_shape
+from ..diagnostics import Diagnostic
+from ..errors import SpecError
+from ..ir import Graph, fmt_shape
+from ..layers import Inferred
+from ..layers.window import coverage_warnings
 
 
 def infer_shapes(graph: Graph) -> list[Diagnostic]:
@@ -19,7 +21,10 @@ def infer_shapes(graph: Graph) -> list[Diagnostic]:
         kind = layers.lookup(node.kind)
         node.meta["in_shapes"] = ins
         try:
-            shape = tuple(kind.infer(node, ins))
+            inferred = kind.infer(node, ins)
+            if not isinstance(inferred, Inferred):
+                inferred = Inferred(tuple(inferred))
+            shape = tuple(inferred.shape)
             _check_towers(graph, node, shape)
         except SpecError as err:
             if err.code == "spec":
@@ -27,8 +32,10 @@ def infer_shapes(graph: Graph) -> list[Diagnostic]:
             out.append(err.diagnostic(node.name, node.span))
             continue
         node.meta["shape"] = shape
-        for message, notes in node.meta.pop("warnings", []):
-            out.append(Diagnostic("warning", message, node.span, node.name, notes, "coverage"))
+        if inferred.windows:
+            node.meta["windows"] = inferred.windows
+            for message, notes in coverage_warnings(node, inferred.windows):
+                out.append(Diagnostic("warning", message, node.span, node.name, notes, "coverage"))
         if node.expect is not None and node.expect != shape and not node.meta.get("suspect"):
             notes = [f"{node.name}: {' + '.join(fmt_shape(s) for s in ins) or 'no input'} -> {fmt_shape(shape)}"]
             if kind.explain:
@@ -39,7 +46,7 @@ def infer_shapes(graph: Graph) -> list[Diagnostic]:
 
 
 def _check_towers(graph: Graph, node, shape) -> None:
-    if node.meta.get("placement") != "partitioned":
+    if not node.partitioned:
         return
     count = graph.towers[node.towers].count
     if shape[0] % count:

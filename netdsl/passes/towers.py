@@ -7,7 +7,8 @@ a `cross` one reads every tower. Tensors from outside the split are replicated t
 from __future__ import annotations
 
 from .. import layers
-from ..diagnostics import Diagnostic, SpecError
+from ..diagnostics import Diagnostic
+from ..errors import SpecError
 from ..ir import Graph
 
 
@@ -37,7 +38,7 @@ def _place(graph: Graph, node) -> None:
         src = graph.node(name)
         if src.towers and src.towers != node.towers:
             raise SpecError(f"reads '{name}' from another split ({src.towers})", code="towers")
-        partitioned |= src.meta.get("placement") == "partitioned"
+        partitioned |= src.partitioned
     if node.kind == "concat" and partitioned:
         raise SpecError("concat of tower-partitioned tensors is not supported inside towers",
                         notes=["put the concat outside the towers block"], code="towers")

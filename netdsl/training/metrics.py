@@ -1,4 +1,4 @@
-"""Accuracy counting, sums reduced across processes, metrics.csv, TensorBoard and progress bars."""
+"""Accuracy counting, sums reduced across processes, throughput, TensorBoard and progress bars."""
 from __future__ import annotations
 
 import csv
@@ -9,10 +9,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-
-COLUMNS = ("epoch", "lr", "train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5",
-           "val_err1", "val_err5", "val_images", "images_per_s", "data_wait_pct", "epoch_s", "skipped")
-
 
 def topk_correct(scores: torch.Tensor, target: torch.Tensor, ks: Iterable[int] = (1, 5)) -> torch.Tensor:
     """How many rows have the target among their k highest scores, for each k (capped at the
@@ -51,41 +47,6 @@ class Sums:
 
 def percent(part: float, whole: float) -> float:
     return 100.0 * part / whole if whole else float("nan")
-
-
-class MetricsCSV:
-    """metrics.csv in the run directory: one row per epoch, header first."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def keep_until(self, epoch: int) -> None:
-        """On resume: drop rows of epochs after the checkpoint (written before a crash)."""
-        rows = [r for r in read_metrics(self.path) if int(r["epoch"]) <= epoch] if self.path.exists() else []
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def append(self, row: dict[str, Any]) -> None:
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
-
-
-def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.6g}"
-    return "" if v is None else v
-
-
-def read_metrics(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
 
 class TensorBoard:
     """TensorBoard event files under RUN_DIR/tensorboard (a no-op when tensorboard is missing)."""

@@ -1,16 +1,11 @@
 """Training curves from a run directory's metrics.csv, as a PNG (headless, matplotlib's Agg)."""
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
-from .source import UsageError
-
-
-def read_metrics(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+from ..errors import UsageError
+from .rundir import read_metrics
 
 
 def _column(rows: list[dict[str, str]], key: str) -> list[float]:

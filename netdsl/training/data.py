@@ -1,8 +1,5 @@
-"""Training data: folder layout checks, robust image decoding, crops, and the bundled digits.
-
-Workers decode, crop and flip images and hand over uint8 batches; conversion to float,
-normalisation and PCA lighting happen on the training device (`netdsl.train.Preprocess`), which
-keeps the worker processes' work and the bytes they ship small.
+"""Training data: folder layout checks, image sources, the epoch sampler, pixel statistics, the
+bundled digits, and what the net's input and output must be to train on them.
 
 Randomness is per sample and derived from (seed, epoch, index) alone, so the same run gives the
 same crops whatever the number of workers or processes, and a resumed run repeats them exactly.
@@ -10,28 +7,22 @@ same crops whatever the number of workers or processes, and a resumed run repeat
 from __future__ import annotations
 
 import hashlib
-import io
-import math
 import os
 import random
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Protocol, Sequence
+from typing import Iterator, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
-from .source import UsageError
+from ..errors import BadImage, DataError, UsageError
+from ..ir import Graph
+from .images import IMAGE_EXTENSIONS, Box, Reduction, View, crop_resize, decode_file, max_reduction
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif",
-                              ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"})
-JPEG_MAGIC = b"\xff\xd8"
-JPEG_END = b"\xff\xd9"
-DIGITS_PATH = Path(__file__).parent / "assets" / "digits.npz"
+DIGITS_PATH = Path(__file__).resolve().parent.parent / "assets" / "digits.npz"
 SPLITS = ("train", "val")
+
 
 # ImageNet statistics on 0..1 pixels: the channel means and deviations torchvision uses, and the
 # RGB principal components (eigenvalues, eigenvectors as columns) used for the paper's lighting
@@ -42,14 +33,6 @@ IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
 IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
                    (-0.5808, -0.0045, -0.8140),
                    (-0.5836, -0.6948, 0.4203))
-
-
-class LayoutError(UsageError):
-    """The data folder is not laid out as train/<class>/* and val/<class>/*."""
-
-
-class BadImage(Exception):
-    """A file that cannot be decoded; the loader skips it and counts it."""
 
 
 # ----------------------------------------------------------------------------- layout
@@ -76,19 +59,19 @@ class _SplitScan:
 def scan_layout(root: str | os.PathLike) -> Layout:
     """Check that `root` holds train/ and val/ with the same class folders of images.
 
-    Every problem found is reported at once in one LayoutError, so a wrong layout never reaches
+    Every problem found is reported at once in one DataError, so a wrong layout never reaches
     training (where it could silently train to loss 0 on a single class).
     """
     root = Path(root)
     if not root.is_dir():
-        raise LayoutError(f"--data {root}: no such folder")
+        raise DataError(f"--data {root}: no such folder")
     missing = [s for s in SPLITS if not (root / s).is_dir()]
     if missing:
-        raise LayoutError(_missing_splits_message(root, missing))
+        raise DataError(_missing_splits_message(root, missing))
     scans = {s: _scan_split(root / s) for s in SPLITS}
     problems = _layout_problems(root, scans)
     if problems:
-        raise LayoutError(f"--data {root} is not usable:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise DataError(f"--data {root} is not usable:\n" + "\n".join(f"  - {p}" for p in problems))
     classes = sorted(scans["train"].classes)
     index = {c: i for i, c in enumerate(classes)}
     splits = {s: [(p, index[c]) for c in classes for p in scans[s].classes[c]] for s in SPLITS}
@@ -164,242 +147,6 @@ def _layout_problems(root: Path, scans: dict[str, _SplitScan]) -> list[str]:
 def _some(names: Sequence[str], n: int = 3) -> str:
     shown = ", ".join(names[:n])
     return shown + (f" and {len(names) - n:,} more" if len(names) > n else "")
-
-
-# ----------------------------------------------------------------------------- decoding
-
-
-Reduction = Callable[[int, int], int]  # (height, width) -> JPEG scale denominator allowed
-
-
-def decode_file(path: str, channels: int, reduction: Reduction | None = None) -> torch.Tensor:
-    """Read an image file as a uint8 C x H x W tensor with `channels` channels (1 or 3).
-
-    `reduction(h, w)`, given the stored size, says by how much (1, 2, 4, 8) the image may be
-    shrunk; big JPEGs are then decoded at that reduced size (JPEG DCT scaling, PIL's draft mode),
-    much faster than a full decode. Raises BadImage for empty, truncated or undecodable files.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        raise BadImage(f"unreadable ({err.strerror or err})") from None
-    return decode_bytes(data, channels, reduction)
-
-
-def decode_bytes(data: bytes, channels: int, reduction: Reduction | None = None) -> torch.Tensor:
-    if not data:
-        raise BadImage("empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL's DecompressionBomb and palette warnings
-            img = Image.open(io.BytesIO(data))
-            k = reduction(img.size[1], img.size[0]) if reduction and img.format == "JPEG" else 1
-            if k == 1 and _fast_jpeg(img, data):
-                return _decode_jpeg_tv(data, channels)
-            if k > 1:
-                img.draft(img.mode, (math.ceil(img.size[0] / k), math.ceil(img.size[1] / k)))
-            img.load()
-            return _to_tensor(_to_mode(img, channels))
-    except BadImage:
-        raise
-    except UnidentifiedImageError:
-        raise BadImage("not a recognised image format") from None
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... for bad data
-        reason = str(err).split("(")[0].strip() or type(err).__name__
-        raise BadImage(reason) from None
-
-
-def _fast_jpeg(img: Image.Image, data: bytes) -> bool:
-    """torchvision's libjpeg-turbo decoder beats PIL's for a full-size decode of a complete
-    RGB or gray JPEG; everything else (CMYK, truncated, ...) goes through PIL."""
-    return img.format == "JPEG" and img.mode in ("RGB", "L") and \
-        data.rstrip(b"\0").endswith(JPEG_END)
-
-
-def _decode_jpeg_tv(data: bytes, channels: int) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_jpeg
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-    try:
-        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-    except RuntimeError as err:
-        raise BadImage(str(err).rsplit(",", 1)[-1].strip()) from None
-
-
-def max_reduction(boxes: Sequence["Box"], size: tuple[int, int]) -> int:
-    """The largest JPEG scale denominator (1, 2, 4, 8) that keeps every box at least `size`,
-    so that the crops are still downscaled, never upscaled."""
-    k = 1
-    while k < 8 and all(b.height / (2 * k) >= size[0] and b.width / (2 * k) >= size[1] for b in boxes):
-        k *= 2
-    return k
-
-
-def _to_mode(img: Image.Image, channels: int) -> Image.Image:
-    """Convert any PIL mode (palette, alpha, CMYK, 16-bit, float) to L or RGB."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        img = _high_depth_to_l(img)
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
-        img = _flatten_alpha(img)
-    target = "RGB" if channels == 3 else "L"
-    return img if img.mode == target else img.convert(target)
-
-
-def _high_depth_to_l(img: Image.Image) -> Image.Image:
-    a = np.asarray(img, dtype=np.float64)
-    top = 1.0 if img.mode == "F" and a.size and a.max() <= 1.0 else 65535.0
-    if img.mode == "I" and a.size and a.max() <= 255:
-        top = 255.0
-    return Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), "L")
-
-
-def _flatten_alpha(img: Image.Image) -> Image.Image:
-    """Composite over white: transparent pixels often hold arbitrary colours."""
-    rgba = img.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
-def _to_tensor(img: Image.Image) -> torch.Tensor:
-    a = np.asarray(img)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)  # C x H x W, HWC in memory
-
-
-# ----------------------------------------------------------------------------- views (crops)
-
-
-class Box(NamedTuple):
-    """A crop in source pixels, resized to the output size, maybe mirrored."""
-
-    top: float
-    left: float
-    height: float
-    width: float
-    flip: bool = False
-
-
-class View(Protocol):
-    """How one sample becomes one or more crops of the output size."""
-
-    size: tuple[int, int]
-    crops: int
-
-    def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]: ...
-
-
-def _square_centre(h: int, w: int) -> tuple[float, float, float]:
-    side = min(h, w)
-    return (h - side) / 2, (w - side) / 2, side
-
-
-@dataclass
-class PaperTrainView:
-    """Short side to `resize`, the central resize x resize square, a random `size` crop of it,
-    mirrored with probability 1/2 when `flip` (Krizhevsky et al. 2012, section 4.1)."""
-
-    size: tuple[int, int]
-    resize: int
-    flip: bool = True
-    crops: int = 1
-
-    def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]:
-        top, left, side = _square_centre(h, w)
-        s = side / self.resize  # source pixels per resized pixel
-        oy = rng.randint(0, max(self.resize - self.size[0], 0))
-        ox = rng.randint(0, max(self.resize - self.size[1], 0))
-        flip = bool(self.flip and rng.random() < 0.5)
-        return [Box(top + oy * s, left + ox * s, self.size[0] * s, self.size[1] * s, flip)]
-
-
-@dataclass
-class RandomResizedView:
-    """torchvision's RandomResizedCrop (scale 0.08-1, aspect 3/4-4/3) and a random flip."""
-
-    size: tuple[int, int]
-    flip: bool = True
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    crops: int = 1
-
-    def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]:
-        flip = bool(self.flip and rng.random() < 0.5)
-        area = h * w
-        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
-        for _ in range(10):
-            target = area * rng.uniform(*self.scale)
-            aspect = math.exp(rng.uniform(*log_ratio))
-            cw = int(round(math.sqrt(target * aspect)))
-            ch = int(round(math.sqrt(target / aspect)))
-            if 0 < cw <= w and 0 < ch <= h:
-                return [Box(rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw, flip)]
-        return [self._central(h, w, flip)]
-
-    def _central(self, h: int, w: int, flip: bool) -> Box:
-        in_ratio = w / h
-        if in_ratio < self.ratio[0]:
-            cw, ch = w, int(round(w / self.ratio[0]))
-        elif in_ratio > self.ratio[1]:
-            ch, cw = h, int(round(h * self.ratio[1]))
-        else:
-            cw, ch = w, h
-        return Box((h - ch) / 2, (w - cw) / 2, ch, cw, flip)
-
-
-@dataclass
-class CentreView:
-    """Short side to `resize`, then the central `size` crop (the usual single-crop test)."""
-
-    size: tuple[int, int]
-    resize: int
-    crops: int = 1
-
-    def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]:
-        s = min(h, w) / self.resize
-        ch, cw = self.size[0] * s, self.size[1] * s
-        return [Box((h - ch) / 2, (w - cw) / 2, ch, cw)]
-
-
-@dataclass
-class TenCropView:
-    """The paper's test: the central resize x resize square, its four corner crops and centre
-    crop, and their mirror images; predictions are averaged over the ten. Without `mirror` (for a
-    net trained without flips, to which mirror images are foreign) the five crops alone."""
-
-    size: tuple[int, int]
-    resize: int
-    mirror: bool = True
-
-    @property
-    def crops(self) -> int:
-        return 10 if self.mirror else 5
-
-    def boxes(self, h: int, w: int, rng: random.Random) -> list[Box]:
-        top, left, side = _square_centre(h, w)
-        s = side / self.resize
-        dy, dx = self.resize - self.size[0], self.resize - self.size[1]
-        offsets = [(0, 0), (0, dx), (dy, 0), (dy, dx), (dy / 2, dx / 2)]
-        ch, cw = self.size[0] * s, self.size[1] * s
-        boxes = [Box(top + oy * s, left + ox * s, ch, cw) for oy, ox in offsets]
-        return boxes + [b._replace(flip=True) for b in boxes] if self.mirror else boxes
-
-
-def crop_resize(img: torch.Tensor, box: Box, size: tuple[int, int]) -> torch.Tensor:
-    """Cut `box` out of a uint8 C x H x W image and resize it to `size` (bilinear, antialiased)."""
-    _, h, w = img.shape
-    top = min(max(int(round(box.top)), 0), h - 1)
-    left = min(max(int(round(box.left)), 0), w - 1)
-    bottom = min(max(int(round(box.top + box.height)), top + 1), h)
-    right = min(max(int(round(box.left + box.width)), left + 1), w)
-    region = img[:, top:bottom, left:right].unsqueeze(0)
-    if region.shape[-2:] != size:
-        # uint8 input in channels-last memory takes PyTorch's fast vectorised resampling path
-        region = F.interpolate(region.contiguous(memory_format=torch.channels_last), size=size,
-                               mode="bilinear", antialias=True, align_corners=False)
-    out = region[0]
-    return out.flip(-1) if box.flip else out
-
 
 # ----------------------------------------------------------------------------- datasets
 
@@ -643,3 +390,28 @@ def open_data(data: str | os.PathLike | None, channels: int) -> DataSet:
     if channels not in (1, 3):
         raise UsageError(f"the spec's input has {channels} channels; images can feed 1 (gray) or 3 (RGB)")
     return open_digits(channels) if data is None else open_folder(data, channels)
+
+
+# ----------------------------------------------------------------------------- the net's ends
+
+
+def image_input(graph: Graph) -> tuple[int, tuple[int, int]]:
+    """(channels, (height, width)) of the net's one image input; UsageError for any other input."""
+    inputs = graph.inputs()
+    if len(inputs) != 1 or inputs[0].shape is None or len(inputs[0].shape) != 3:
+        raise UsageError(f"{graph.source}: training needs one image input (C x H x W); "
+                         f"this spec has {len(inputs)} input(s)")
+    c, h, w = inputs[0].shape
+    return c, (h, w)
+
+
+def check_classes(graph: Graph, data: DataSet) -> None:
+    """The net must end in one vector of class scores, one per class of the data."""
+    outputs = graph.outputs()
+    if len(outputs) != 1 or outputs[0].shape is None or len(outputs[0].shape) != 1:
+        raise UsageError(f"{graph.source}: training needs one output of class scores")
+    n = outputs[0].shape[0]
+    if n != len(data.classes):
+        raise UsageError(f"{graph.source} outputs {n} classes but {data.name.split(':')[0]} has "
+                         f"{len(data.classes)}; change the last layer (e.g. `const classes = "
+                         f"{len(data.classes)}`) or the data")

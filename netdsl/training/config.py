@@ -1,11 +1,12 @@
-"""Training recipes: the paper's and torchvision's presets, and how settings are merged.
+"""Training settings: the paper's and torchvision's recipes, and how settings are merged and checked.
 
 A run's configuration is built in layers, each overriding the one before:
 
     the recipe preset  <  the spec's `train { }` block  <  a YAML file (--config)  <  command-line flags
 
-The `recipe` key picks the preset and is itself looked up in the same order. This module does not
-import torch, so `netdsl check` stays light.
+The `recipe` key picks the preset and is itself looked up in the same order. Every setting is checked
+here, once: the CLI's choices are built from the same tuples, and the rest of training trusts a
+Config. This module does not import torch, so `netdsl check` stays light.
 """
 from __future__ import annotations
 
@@ -14,18 +15,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from .diagnostics import did_you_mean
-from .source import UsageError
+from ..diagnostics import did_you_mean
+from ..errors import ConfigError
+from ..lowering.options import AMP
 
 SCHEDULES = ("plateau", "step", "cosine", "constant")
 CROPS = ("paper", "random_resized")
 NORMALIZE = ("mean", "mean_std")
-AMP = ("none", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
-
-
-class RecipeError(UsageError):
-    """A training setting that is unknown or has a value of the wrong kind."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,8 @@ PRESETS: dict[str, Config] = {
                           normalize="mean_std"),
 }
 
-_CHOICES = {"recipe": tuple(PRESETS), "schedule": SCHEDULES, "crop": CROPS, "normalize": NORMALIZE,
+RECIPES = tuple(PRESETS)
+_CHOICES = {"recipe": RECIPES, "schedule": SCHEDULES, "crop": CROPS, "normalize": NORMALIZE,
             "amp": AMP, "optimizer": OPTIMIZERS}
 _TYPES = {f.name: f.type for f in fields(Config)}
 
@@ -129,15 +127,15 @@ def read_yaml(path: str | Path | None) -> dict[str, Any]:
     try:
         text = Path(path).read_text()
     except OSError as err:
-        raise RecipeError(f"--config {path}: {err.strerror or err}") from None
+        raise ConfigError(f"--config {path}: {err.strerror or err}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise RecipeError(f"--config {path}: not valid YAML: {err}") from None
+        raise ConfigError(f"--config {path}: not valid YAML: {err}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise RecipeError(f"--config {path}: expected a mapping of settings (key: value), got {type(data).__name__}")
+        raise ConfigError(f"--config {path}: expected a mapping of settings (key: value), got {type(data).__name__}")
     return data.get("train", data) if isinstance(data.get("train"), dict) else data
 
 
@@ -147,7 +145,7 @@ def normalise_keys(values: Mapping[str, Any], where: str) -> dict[str, Any]:
         k = str(key).replace("-", "_")
         if k not in _TYPES:
             notes = did_you_mean(k, _TYPES)
-            raise RecipeError(f"{where}: unknown training setting '{key}'" +
+            raise ConfigError(f"{where}: unknown training setting '{key}'" +
                               (f"; {notes[0]}" if notes else f" (known: {', '.join(_TYPES)})"))
         out[k] = value
     return out
@@ -156,7 +154,7 @@ def normalise_keys(values: Mapping[str, Any], where: str) -> dict[str, Any]:
 def coerce(key: str, value: Any, where: str) -> Any:
     """Check a value against the setting's type; ints stand for floats, 'true'/'false' for bools."""
     kind = _TYPES[key]
-    bad = RecipeError(f"{where}: {key} = {value!r}: expected {_describe(key)}")
+    bad = ConfigError(f"{where}: {key} = {value!r}: expected {_describe(key)}")
     if value is None and "None" in kind:
         return None
     if kind.startswith("str"):
@@ -211,11 +209,5 @@ def check(config: Config) -> Config:
              ("keep_every", config.keep_every >= 0, "0 or more")]
     for key, ok, what in rules:
         if not ok:
-            raise RecipeError(f"{key} = {getattr(config, key)!r}: must be {what}")
+            raise ConfigError(f"{key} = {getattr(config, key)!r}: must be {what}")
     return config
-
-
-def describe(resolved: Resolved, keys: tuple[str, ...] = ("recipe", "epochs", "batch_size", "lr",
-                                                          "schedule", "crop", "lighting")) -> str:
-    c = resolved.config
-    return ", ".join(f"{k}={getattr(c, k)}" for k in keys)

@@ -8,13 +8,15 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..api import Net
+from ..errors import BadImage, UsageError
+from ..lowering.devices import pick_devices
 from . import checkpoint
-from .api import Net
-from .data import BadImage, Stats, decode_file, crop_resize, open_data, open_digits
+from .config import Config, resolve, resolve_resume
+from .data import Stats, image_input, open_data, open_digits
+from .images import crop_resize, decode_file
+from .loading import Loader, Preprocess, make_loader, stats_from_dict, test_view, worker_count
 from .metrics import Sums, percent, progress_bar, topk_correct
-from .pipeline import Loader, Preprocess, make_loader, stats_from_dict, test_view, worker_count
-from .recipes import Config, resolve, resolve_resume
-from .source import UsageError
 
 
 @torch.no_grad()
@@ -66,14 +68,13 @@ class Trained:
 
 def load_trained(net: Net, weights: str | Path, device: str = "auto",
                  overrides: dict[str, Any] | None = None) -> Trained:
-    from .train import check_input, pick_devices, Dist
     state = checkpoint.load(weights)
     if "config" in state:
         config = resolve_resume(state["config"], [("the command line", overrides or {})]).config
     else:
         config = resolve(net.graph.training, None, overrides or {}).config
-    devices = pick_devices(device, Dist())
-    channels, size = check_input(net)
+    devices = pick_devices(device)
+    channels, size = image_input(net.graph)
     model = net.to_torch(devices=devices, logits=True)
     checkpoint.load_weights(model, checkpoint.model_state(state), str(weights))
     model.eval()

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import (Batch, CentreView, CropDataset, DataSet, EpochSampler, ImageSource, PaperTrainView,
-                   RandomResizedView, Stats, TenCropView, View, pass_batch)
-from .recipes import Config
+from .config import Config
+from .data import Batch, CropDataset, DataSet, EpochSampler, ImageSource, Stats, pass_batch
+from .images import CentreView, PaperTrainView, RandomResizedView, TenCropView, View
 
 
 def train_view(config: Config, size: tuple[int, int]) -> View:

@@ -1,4 +1,4 @@
-"""Parsing: the Lark grammar in grammar.lark, turned into typed AST nodes with spans.
+"""Parsing: the Lark grammar in grammar.lark, turned into the typed AST of ast.py with spans.
 
 Syntax errors are collected (one per line, resuming after each) and phrased in the
 user's words rather than Lark's terminal names.
@@ -6,180 +6,20 @@ user's words rather than Lark's terminal names.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Union
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .diagnostics import Diagnostic
+from ..diagnostics import Diagnostic
+from .ast import (Arg, BinOp, BlockDef, Call, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, ListExpr, Lit,
+                  Module, Neg, NetDecl, ParamDecl, Ref, RepeatStmt, Setting, ShapeExpr, TowersBlock, TrainBlock,
+                  TupleExpr, Var)
 from .source import Source, Span
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 MAX_SYNTAX_ERRORS = 30
-
-# ----------------------------------------------------------------------------- AST
-
-
-@dataclass
-class Lit:
-    value: Any
-    span: Span
-
-
-@dataclass
-class Var:
-    name: str
-    span: Span
-
-
-@dataclass
-class BinOp:
-    op: str
-    left: "Expr"
-    right: "Expr"
-    span: Span
-
-
-@dataclass
-class Neg:
-    operand: "Expr"
-    span: Span
-
-
-@dataclass
-class Arg:
-    name: str | None  # None for a positional argument
-    value: "Expr"
-    span: Span
-
-
-@dataclass
-class Call:
-    name: str
-    args: list[Arg]
-    span: Span
-
-
-@dataclass
-class TupleExpr:
-    items: list["Expr"]
-    span: Span
-
-
-@dataclass
-class ListExpr:
-    items: list["Expr"]
-    span: Span
-
-
-Expr = Union[Lit, Var, BinOp, Neg, Call, TupleExpr, ListExpr]
-
-
-@dataclass
-class ShapeExpr:
-    dims: list[Expr]
-    span: Span
-
-
-@dataclass
-class Ref:
-    name: str
-    span: Span
-
-
-@dataclass
-class NetDecl:
-    name: str
-    title: str | None
-    span: Span
-
-
-@dataclass
-class ConstDecl:
-    name: str
-    value: Expr
-    span: Span
-
-
-@dataclass
-class InputDecl:
-    name: str
-    shape: ShapeExpr
-    span: Span
-
-
-@dataclass
-class Setting:
-    key: str
-    value: Expr
-    span: Span
-
-
-@dataclass
-class DefaultsBlock:
-    settings: list[Setting]
-    span: Span
-
-
-@dataclass
-class TrainBlock:
-    settings: list[Setting]
-    span: Span
-
-
-@dataclass
-class LayerStmt:
-    name: str
-    kind: str
-    args: list[Arg]
-    sources: list[Ref] | None
-    cross: bool
-    expect: ShapeExpr | None
-    span: Span
-    kind_span: Span
-
-
-@dataclass
-class ParamDecl:
-    name: str
-    default: Expr | None
-    span: Span
-
-
-@dataclass
-class BlockDef:
-    name: str
-    params: list[ParamDecl]
-    body: list["Stmt"]
-    span: Span
-
-
-@dataclass
-class RepeatStmt:
-    count: Expr
-    var: str | None
-    body: list["Stmt"]
-    span: Span
-
-
-@dataclass
-class TowersBlock:
-    count: Expr
-    body: list["Stmt"]
-    span: Span
-
-
-Stmt = Union[NetDecl, ConstDecl, InputDecl, DefaultsBlock, TrainBlock, LayerStmt, BlockDef,
-             RepeatStmt, TowersBlock]
-
-
-@dataclass
-class Module:
-    statements: list[Stmt] = field(default_factory=list)
-
 
 # ----------------------------------------------------------------------- transformer
 
@@ -216,12 +56,10 @@ class _ToAst(Transformer):
         return Setting(key.name, value, key.span)
 
     def defaults_block(self, items):
-        settings = [i for i in items if isinstance(i, Setting)]
-        return DefaultsBlock(settings, settings[0].span if settings else Span(1, 1, 1, 1))
+        return DefaultsBlock([i for i in items if isinstance(i, Setting)], _span(items[0]))
 
     def train_block(self, items):
-        settings = [i for i in items if isinstance(i, Setting)]
-        return TrainBlock(settings, settings[0].span if settings else Span(1, 1, 1, 1))
+        return TrainBlock([i for i in items if isinstance(i, Setting)], _span(items[0]))
 
     def param_decl(self, items):
         return ParamDecl(str(items[0]), items[1], _span(items[0]))
@@ -269,13 +107,13 @@ class _ToAst(Transformer):
         return ShapeExpr(list(items), _join(items[0], items[-1]))
 
     def int_lit(self, items):
-        return Lit(int(items[0]), _span(items[0]))
+        return Lit(int(items[0]), _span(items[0]), str(items[0]))
 
     def float_lit(self, items):
-        return Lit(float(items[0]), _span(items[0]))
+        return Lit(float(items[0]), _span(items[0]), str(items[0]))
 
     def str_lit(self, items):
-        return Lit(str(items[0])[1:-1], _span(items[0]))
+        return Lit(str(items[0])[1:-1], _span(items[0]), str(items[0]))
 
     def var(self, items):
         return Var(str(items[0]), _span(items[0]))

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from ..errors import SpecError, UsageError
+
 MAX_SPEC_BYTES = 16 * 1024 * 1024
 
 
@@ -36,20 +38,9 @@ class Source:
         return self.lines[number - 1].rstrip("\r") if 0 < number <= len(self.lines) else ""
 
 
-class SourceError(Exception):
-    """A spec that cannot even be read (binary, not UTF-8, too large)."""
-
-    def __init__(self, name: str, message: str, line: int | None = None, column: int | None = None):
-        super().__init__(message)
-        self.name, self.message, self.line, self.column = name, message, line, column
-
-
-class UsageError(Exception):
-    """The path given is not a readable file: the caller's mistake, not the spec's."""
-
-
 def read_spec(path: str | os.PathLike) -> Source:
-    """Read a .net file, refusing directories, binaries, non-UTF-8 and huge files clearly."""
+    """Read a .net file. UsageError: no such file, a directory, unreadable; SpecError (code 'unreadable'):
+    binary, not UTF-8, too large."""
     p = Path(path)
     if not p.exists():
         raise UsageError(f"{p}: no such file")
@@ -58,7 +49,8 @@ def read_spec(path: str | os.PathLike) -> Source:
     try:
         size = p.stat().st_size
         if size > MAX_SPEC_BYTES:
-            raise SourceError(str(p), f"file is {size:,} bytes; specs are limited to {MAX_SPEC_BYTES:,} bytes")
+            raise SpecError(f"file is {size:,} bytes; specs are limited to {MAX_SPEC_BYTES:,} bytes",
+                            code="unreadable")
         data = p.read_bytes()
     except OSError as exc:
         raise UsageError(f"{p}: cannot read: {exc.strerror or exc}") from None
@@ -69,12 +61,13 @@ def decode_spec(data: bytes, name: str) -> Source:
     if b"\x00" in data:
         offset = data.index(b"\x00")
         line = data.count(b"\n", 0, offset) + 1
-        raise SourceError(name, "this is a binary file (it holds NUL bytes), not a netdsl spec", line, 1)
+        raise SpecError("this is a binary file (it holds NUL bytes), not a netdsl spec", Span(line, 1, line, 2),
+                        code="unreadable")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise SourceError(name, f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded",
-                          line, column) from None
+        raise SpecError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded",
+                        Span(line, column, line, column + 1), code="unreadable") from None
     return Source(text.removeprefix("\ufeff"), name)

@@ -16,14 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .source import UsageError
+from ..errors import CheckpointError
+from ..lowering import weights as weights_file
+from ..lowering.weights import load_weights
 
 FORMAT = "netdsl-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(UsageError):
-    """A checkpoint that cannot be read, or does not fit the net."""
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -43,54 +41,23 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
+    """A run's checkpoint (RUN_DIR means RUN_DIR/last.pt), or a state dict as {"model": weights}."""
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and unpickler errors all mean the same here
-        raise CheckpointError(f"{path}: {_why_unreadable(str(err))}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a checkpoint or state dict")
+    state = weights_file.read(path)
     if state.get("format") != FORMAT:
-        if all(torch.is_tensor(v) for v in state.values()):  # a bare state dict
-            return {"model": state}
-        raise CheckpointError(f"{path}: not a netdsl checkpoint or a state dict")
+        return {"model": weights_file.state_dict(state, path)}
     return state
-
-
-def _why_unreadable(message: str) -> str:
-    if any(s in message for s in ("invalid load key", "central directory", "not a zip file", "EOF",
-                                  "Unsupported operand")):
-        return "not a PyTorch checkpoint file (truncated, or something else)"
-    if "Weights only load failed" in message:
-        return ("it holds Python objects besides tensors and plain values, and netdsl loads "
-                "checkpoints with weights_only=True; save just the state dict")
-    return f"not a readable checkpoint ({message.splitlines()[0]})"
 
 
 def model_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model's weights, with a `module.` prefix (DDP / DataParallel checkpoints) removed."""
-    weights = state["model"]
-    if weights and all(k.startswith("module.") for k in weights):
-        weights = {k.removeprefix("module."): v for k, v in weights.items()}
-    return weights
+    return weights_file.state_dict(state, "the checkpoint")
 
 
-def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in weights and weights[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
-                 for label, items in (("missing", missing), ("not in the net", unexpected),
-                                      ("shape differs (checkpoint vs net)", wrong)) if items]
-        raise CheckpointError(f"{where} does not fit this net: " + "; ".join(parts))
-    model.load_state_dict(weights)
+__all__ = ["FORMAT", "VERSION", "save_atomic", "load", "model_state", "load_weights", "rng_state",
+           "set_rng_state", "CheckpointError"]
 
 
 def rng_state() -> dict[str, Any]:

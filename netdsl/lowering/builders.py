@@ -1,0 +1,184 @@
+"""PyTorch builders for the layer registry: BUILDERS maps each layer kind to a function that takes one
+checked Node and returns the nn.Module computing exactly that layer on one device, with the spec's
+initialisation applied.
+
+A builder reads `node.params` (normalised by the kind's schema) and what the passes stored in
+`node.meta`: 'in_shapes', 'shape' and, for windowed layers, the checker's 'windows'. Towers are
+net.py's and towers.py's business: a builder sees the groups the checker decided (spec groups x
+tower groups) and nothing else.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..ir import Node, numel
+from ..layers import groups
+from ..layers.window import Window
+from .modules import (Add, CaffePool2d, ChannelScale, ChannelSlice, Concat, Eltwise, GroupedLinear, Linear,
+                      PaddedConv2d, Power, WithinChannelLRN)
+
+Builder = Callable[[Node], nn.Module]
+
+
+def build_conv(node: Node) -> nn.Module:
+    p, in_shape = node.params, node.meta["in_shapes"][0]
+    windows: tuple[Window, Window] = node.meta["windows"]
+    (top, bottom), (left, right) = (_axis_pads(w) for w in windows)
+    common = dict(in_channels=in_shape[0], out_channels=p["out"], kernel_size=tuple(p["kernel"]),
+                  stride=tuple(p["stride"]), dilation=tuple(p["dilation"]), groups=groups(node), bias=p["bias"])
+    if top == bottom and left == right:
+        module: nn.Conv2d = nn.Conv2d(padding=(top, left), **common)
+    else:
+        module = PaddedConv2d(padding=0, pads=(left, right, top, bottom), **common)
+    init_weights(module, node)
+    return module
+
+
+def _axis_pads(w: Window) -> tuple[int, int]:
+    """(before, after) padding for a floor-rounding op that yields w.out() windows."""
+    return w.before, w.after + w.overhang()
+
+
+def build_fc(node: Node) -> nn.Module:
+    p, g = node.params, groups(node)
+    n_in = numel(node.meta["in_shapes"][0])
+    module: nn.Linear = Linear(n_in, p["out"], p["bias"]) if g == 1 else GroupedLinear(n_in, p["out"], g, p["bias"])
+    init_weights(module, node)
+    return module
+
+
+def _windowed_pool(mode: str) -> Builder:
+    def build(node: Node) -> nn.Module:
+        windows: tuple[Window, Window] = node.meta["windows"]
+        include_pad = node.params.get("include_pad", True)
+        native = _native_pool(windows)
+        if native is None:
+            return CaffePool2d(mode, windows, include_pad)
+        padding, ceil_mode = native
+        kernel, stride = (windows[0].kernel, windows[1].kernel), (windows[0].stride, windows[1].stride)
+        if mode == "max":
+            return nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
+        return nn.AvgPool2d(kernel, stride, padding, ceil_mode=ceil_mode, count_include_pad=include_pad)
+    return build
+
+
+def _native_pool(windows: tuple[Window, Window]) -> tuple[tuple[int, int], bool] | None:
+    """(padding, ceil_mode) for which PyTorch's own pooling gives the checker's window count, if any.
+
+    PyTorch takes only symmetric padding of at most kernel // 2, and its ceil_mode has its own clip
+    rule; the counts are compared here rather than assumed, so what runs is what the checker inferred.
+    When the counts agree, the average divisors agree too: both count the padding but not the overhang.
+    """
+    if any(w.before != w.after or w.before > w.kernel // 2 or w.dilation != 1 for w in windows):
+        return None
+    for ceil_mode in (False, True):
+        if all(torch_pool_out(w.size, w.kernel, w.stride, w.before, ceil_mode) == w.out() for w in windows):
+            return (windows[0].before, windows[1].before), ceil_mode
+    return None
+
+
+def torch_pool_out(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling_output_shape (aten/src/ATen/native/Pool.h) for dilation 1."""
+    n = (size + 2 * pad - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (n - 1) * stride >= size + pad:
+        n -= 1
+    return n
+
+
+def build_lrn(node: Node) -> nn.Module:
+    p = node.params
+    if p["region"] == "within":
+        alpha = p["alpha"] * (p["size"] ** 2 if p["scale"] == "sum" else 1)  # Caffe: alpha / size^2 * sum
+        return WithinChannelLRN(p["size"], alpha, p["beta"], p["k"])
+    alpha = p["alpha"] * (p["size"] if p["scale"] == "sum" else 1)  # PyTorch divides alpha by size
+    return nn.LocalResponseNorm(p["size"], alpha=alpha, beta=p["beta"], k=p["k"])
+
+
+def build_batchnorm(node: Node) -> nn.Module:
+    p, shape = node.params, node.meta["in_shapes"][0]
+    cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+    return cls(shape[0], eps=p["eps"], momentum=p["momentum"], affine=p["affine"])
+
+
+def build_slice(node: Node) -> nn.Module:
+    return ChannelSlice(node.params["begin"], node.params["end"])
+
+
+def build_scale(node: Node) -> nn.Module:
+    return ChannelScale(node.meta["in_shapes"][0][0], node.params["bias"])
+
+
+def build_power(node: Node) -> nn.Module:
+    p = node.params
+    return Power(p["power"], p["scale"], p["shift"])
+
+
+# ------------------------------------------------------------------ the table
+
+BUILDERS: dict[str, Builder] = {
+    "conv": build_conv,
+    "fc": build_fc,
+    "flatten": lambda node: nn.Flatten(1),
+    "maxpool": _windowed_pool("max"),
+    "avgpool": _windowed_pool("avg"),
+    "adaptive_avgpool": lambda node: nn.AdaptiveAvgPool2d(tuple(node.params["output"])),
+    "adaptive_maxpool": lambda node: nn.AdaptiveMaxPool2d(tuple(node.params["output"])),
+    "global_avgpool": lambda node: nn.AdaptiveAvgPool2d(1),
+    "global_maxpool": lambda node: nn.AdaptiveMaxPool2d(1),
+    "lrn": build_lrn,
+    "batchnorm": build_batchnorm,
+    "relu": lambda node: nn.LeakyReLU(node.params["slope"]) if node.params["slope"] else nn.ReLU(),
+    "tanh": lambda node: nn.Tanh(),
+    "sigmoid": lambda node: nn.Sigmoid(),
+    "gelu": lambda node: nn.GELU(approximate=node.params["approximate"]),
+    "softmax": lambda node: nn.Softmax(dim=1),
+    "dropout": lambda node: nn.Dropout(node.params["p"]),
+    "concat": lambda node: Concat(),
+    "add": lambda node: Add(),
+    # Caffe's layers (layers/caffe_extra.py)
+    "slice": build_slice,
+    "multiply": lambda node: Eltwise("prod"),
+    "maximum": lambda node: Eltwise("max"),
+    "weighted_sum": lambda node: Eltwise("sum", list(node.params["coeff"])),
+    "scale": build_scale,
+    "power": build_power,
+}
+# Kinds that are not a module, and why (tests/test_registry.py holds every kind to one or the other).
+NO_BUILDER = {"input": "the net's inputs are the arguments of forward(), not a layer"}
+
+
+# ------------------------------------------------------------------ initialisation
+
+def init_weights(module: nn.Module, node: Node) -> None:
+    """Apply the spec's weight_init / bias_init; 'default' keeps PyTorch's own initialisation."""
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+    with torch.no_grad():
+        _init(weight, node.params.get("weight_init", {"fn": "default"}), fan_in, fan_out)
+        if getattr(module, "bias", None) is not None:
+            _init(module.bias, node.params.get("bias_init", {"fn": "default"}), fan_in, fan_out)
+
+
+def _init(t: torch.Tensor, spec: dict, fan_in: int, fan_out: int) -> None:
+    """One initialiser; xavier and kaiming use the layer's weight fans (also for a bias, as Caffe does)."""
+    match spec["fn"]:
+        case "default":
+            return
+        case "constant":
+            t.fill_(spec["value"])
+        case "normal":
+            t.normal_(spec["mean"], spec["std"])
+        case "uniform":
+            t.uniform_(spec["low"], spec["high"])
+        case "xavier":  # Glorot uniform, as nn.init.xavier_uniform_
+            bound = spec.get("gain", 1.0) * math.sqrt(6.0 / (fan_in + fan_out))
+            t.uniform_(-bound, bound)
+        case "kaiming":  # He normal, fan_in, as nn.init.kaiming_normal_(a, nonlinearity='leaky_relu')
+            a = spec.get("a", 0.0)
+            t.normal_(0.0, math.sqrt(2.0 / (1 + a * a)) / math.sqrt(fan_in))
+        case other:
+            raise ValueError(f"unknown initialiser '{other}'")

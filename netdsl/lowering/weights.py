@@ -1,0 +1,72 @@
+"""Reading weights into a lowered module: a netdsl checkpoint, or any state dict saved with torch.save
+(bare, or under 'model' / 'state_dict', with or without DDP's `module.` prefix).
+
+Files are read with `torch.load(..., weights_only=True)`: tensors and plain values only, never code.
+Training's checkpoints (training/checkpoint.py) and `netdsl export --weights` both come through here.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+
+
+def read(path: str | os.PathLike) -> dict[str, Any]:
+    """The dict a weights file holds; CheckpointError when it is missing or not a PyTorch file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint or state dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (pickle, zip and unpickler errors all mean the same here)
+        raise CheckpointError(f"{path}: {_why_unreadable(str(err))}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a PyTorch state dict or checkpoint (it holds a {type(state).__name__})")
+    return state
+
+
+def _why_unreadable(message: str) -> str:
+    if any(s in message for s in ("invalid load key", "central directory", "not a zip file", "EOF",
+                                  "Unsupported operand")):
+        return "not a PyTorch state dict or checkpoint (truncated, or something else)"
+    if "Weights only load failed" in message:
+        return ("it holds Python objects besides tensors and plain values, and netdsl loads "
+                "checkpoints with weights_only=True; save just the state dict")
+    return f"not a PyTorch state dict or checkpoint ({message.splitlines()[0]})"
+
+
+def state_dict(state: dict[str, Any], where: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The model's weights in what `read` returned, with a `module.` prefix (DDP, DataParallel) removed."""
+    for key in ("model", "state_dict"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{where}: not a netdsl checkpoint or a state dict")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """Load a state dict that must fit exactly; CheckpointError names what is missing, extra or misshapen."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in weights and weights[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = [f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
+                 for label, items in (("missing", missing), ("not in the net", unexpected),
+                                      ("shape differs (weights vs net)", wrong)) if items]
+        raise CheckpointError(f"{where} does not fit this spec: " + "; ".join(parts))
+    model.load_state_dict(weights)
+
+
+def load_file(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """`model.load_state_dict` from a file, with the checks above."""
+    load_weights(model, state_dict(read(path), path), path)
