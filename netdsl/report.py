@@ -140,7 +140,7 @@ def _layer_dict(n: Node) -> dict[str, Any]:
         "flops": n.meta["flops"], "activation_bytes": n.meta["activation_bytes"],
         "receptive_field": rf, "towers": n.towers,
         "tower_mode": tower_mode(n),
-        "groups": n.params.get("groups", 1) * n.meta.get("tower_groups", 1) if "groups" in n.params else None,
+        "groups": layers.groups(n) if "groups" in n.params else None,
         "config": layers.lookup(n.kind).label(n) if n.kind != "input" else "",
         "line": n.span.line if n.span else None,
     }

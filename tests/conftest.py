@@ -20,11 +20,17 @@ def in_root(monkeypatch):
 
 @pytest.fixture
 def cli():
-    """Runs the real click CLI in-process; returns the click Result."""
+    """Runs the real click CLI in-process; returns the click Result. Any exception other than the
+    SystemExit that ends every command fails the test with its traceback (CliRunner would otherwise
+    keep it out of the output, so `"Traceback" not in result.output` could never fail)."""
     from netdsl.cli import main
 
     def run(*args: str, input: str | None = None):
-        return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=True)
+        result = CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=True)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise AssertionError(f"netdsl {' '.join(map(str, args))} crashed:\n{result.output}") \
+                from result.exception
+        return result
     return run
 
 

@@ -477,7 +477,10 @@ def test_fp16_with_a_grad_scaler_on_gpu():
 
 def run_cli(*args: str):
     from netdsl.cli import main
-    return CliRunner().invoke(main, list(args))
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"netdsl {' '.join(args)} crashed:\n{result.output}") from result.exception
+    return result
 
 
 def test_export_torchscript_loads_back_with_the_same_outputs(tmp_path):
