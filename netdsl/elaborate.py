@@ -7,21 +7,28 @@ that read it do not report errors of their own.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import layers
 from .diagnostics import Diagnostic, did_you_mean
-from .errors import SpecError
+from .errors import ConfigError, SpecError
 from .ir import BlockInstance, Graph, Node, Towers, repeat_suffix
 from .lang.ast import (Arg, BlockDef, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, Lit, Module, NetDecl,
                        RepeatStmt, ShapeExpr, Stmt, TowersBlock, TrainBlock)
 from .lang.source import Span
-from .lang.values import FuncValue, Word, evaluate
+from .lang.values import FAILED, FuncValue, Word, contains_failed, evaluate
 from .layers.schema import IntType
 
 MAX_BLOCK_DEPTH = 32
 MAX_REPEAT = 100_000
+# Limits checked before the work: a spec that would expand past them is an error at the repeat or
+# block call that does it. 50,000 layers check in about 5 s (bench/RESULTS-check.md: ~100 us a layer);
+# the largest nets of torchvision's zoo have a few hundred.
+MAX_LAYERS = 50_000
+MAX_NAME = 200  # characters of one name
 BLOCK_INPUT = "in"
 
 
@@ -71,20 +78,23 @@ class _Default:
 class Elaborator:
     def __init__(self, module: Module, source_name: str):
         self.module = module
-        self.graph = Graph("net", source=source_name)
+        self.graph = Graph(_default_name(source_name), source=source_name)
         self.diagnostics: list[Diagnostic] = []
         self.blocks: dict[str, BlockDef] = {}
         self.defaults: list[_Default] = []
         self.current: str | None = None  # the layer the next one chains to
         self.defined_at: dict[str, Span | None] = {}
         self.tower_count = 0
+        self._sizes: dict[str, int] = {}  # block -> layers it expands to (_size's estimate)
+        self._full = False  # MAX_LAYERS reached: reported once
 
     # ------------------------------------------------------------------ driver
     def run(self) -> Graph:
-        top = Scope(env={})
+        top = self._top = Scope(env={})
         layer_level: list[Stmt] = []
         for stmt in self.module.statements:
             self._guard(self._declaration, stmt, top, layer_level)
+        self._recursive = self._find_recursion()
         for stmt in layer_level:
             self._guard(self._statement, stmt, top)
         if not self.graph.inputs() and not self.errors:
@@ -98,7 +108,8 @@ class Elaborator:
         return [d for d in self.diagnostics if d.severity == "error"]
 
     def error(self, err: SpecError, span: Span | None = None, layer: str | None = None) -> None:
-        self.diagnostics.append(err.diagnostic(layer, span))
+        if err.code != SpecError.FOLLOW_ON:
+            self.diagnostics.append(err.diagnostic(layer, span))
 
     def _guard(self, fn, *args) -> None:
         try:
@@ -131,11 +142,26 @@ class Elaborator:
     def _const(self, stmt: ConstDecl, scope: Scope) -> None:
         if stmt.name in scope.env:
             raise SpecError(f"constant '{stmt.name}' is defined twice", stmt.span, code="duplicate")
-        scope.env[stmt.name] = self._eval(stmt.value, scope)
+        try:
+            scope.env[stmt.name] = self._eval(stmt.value, scope)
+        except SpecError:
+            scope.env[stmt.name] = FAILED  # its uses are follow-on errors, not reported again
+            raise
 
     def _train_setting(self, setting, scope: Scope) -> None:
-        value = self._eval(setting.value, scope)
-        self.graph.training[setting.key] = _plain(value)
+        """A `train { key = value }` setting, checked here (with its line) as `netdsl train` would."""
+        from .training import config  # the settings' schema; torch-free
+        key = setting.key.replace("-", "_")
+        if key not in config.SETTINGS:
+            raise SpecError(f"train: unknown training setting '{setting.key}'", setting.span,
+                            did_you_mean(key, config.SETTINGS) or [f"known: {', '.join(config.SETTINGS)}"],
+                            code="unknown-key")
+        value = _plain(self._eval(setting.value, scope))
+        try:
+            config.check_one(key, value)
+        except ConfigError as err:
+            raise SpecError(f"train: {err}", setting.value.span, code="bad-value") from None
+        self.graph.training[key] = value
 
     def _default(self, setting, scope: Scope) -> None:
         kind_name, _, key = setting.key.rpartition(".")
@@ -179,15 +205,21 @@ class Elaborator:
             self._guard(self._statement, stmt, scope)
 
     def _input(self, stmt: InputDecl, scope: Scope) -> None:
-        shape = self._shape(stmt.shape, scope)
         name = self._define(stmt.name, scope, stmt.span)
-        self.graph.add(Node(name, "input", {"shape": list(shape)}, [], stmt.span, repeat=scope.repeat))
+        node = self.graph.add(Node(name, "input", {"shape": []}, [], stmt.span, repeat=scope.repeat))
         self.current = name
+        try:
+            node.params["shape"] = list(self._shape(stmt.shape, scope))
+        except SpecError:
+            node.meta["invalid"] = True  # its readers are not reported as having no input
+            raise
 
     def _repeat(self, stmt: RepeatStmt, scope: Scope) -> None:
         count = self._int(stmt.count, scope, "repeat count", minimum=0)
         if count > MAX_REPEAT:
             raise SpecError(f"repeat {count} is more than {MAX_REPEAT:,}", stmt.span, code="too-large")
+        body = self._size(stmt.body, scope.env, ())
+        self._room(count * body, stmt.span, f"repeat {count:,} of {body:,} layer(s)")
         for i in range(1, count + 1):
             inner = scope.child(suffix=scope.suffix + repeat_suffix((i,)), repeat=(*scope.repeat, i))
             if stmt.var:
@@ -216,6 +248,12 @@ class Elaborator:
             raise SpecError(f"unknown layer kind '{stmt.kind}'", stmt.kind_span,
                             did_you_mean(stmt.kind, choices) or [f"known kinds: {', '.join(sorted(choices))}"],
                             code="unknown-kind", layer=stmt.name)
+        if len(self.graph) >= MAX_LAYERS:  # a backstop: the estimates before repeats and calls should stop it
+            if self._full:
+                raise SpecError.follow_on()
+            self._full = True
+            raise SpecError(f"the spec expands to more than {MAX_LAYERS:,} layers (the limit)", stmt.span,
+                            code="too-large", layer=stmt.name)
         inputs = self._inputs(stmt, scope, kind.arity)
         name = self._define(stmt.name, scope, stmt.span)
         node = Node(name, kind.name, {}, inputs, stmt.span, scope.towers, stmt.cross, scope.path,
@@ -273,7 +311,77 @@ class Elaborator:
                             code="unknown-layer", layer=layer)
         return full
 
+    # ------------------------------------------------------------------ limits
+    def _find_recursion(self) -> set[str]:
+        """Blocks that call themselves, directly or through others: with no conditionals in the
+        language such a block never ends. Each cycle is reported once, at the call that closes it."""
+        calls = {name: [(s.kind, s) for s in _calls_in(b.body) if s.kind in self.blocks]
+                 for name, b in self.blocks.items()}
+        recursive: set[str] = set()
+        done: set[str] = set()
+
+        def visit(name: str, chain: tuple[str, ...]) -> None:
+            for callee, stmt in calls[name]:
+                if callee in chain:
+                    cycle = chain[chain.index(callee):] + (callee,)
+                    if not recursive.intersection(cycle):
+                        self.error(SpecError(f"block {callee} calls itself ({' -> '.join(cycle)}): it would nest more "
+                                             f"than {MAX_BLOCK_DEPTH} deep, without end",
+                                             stmt.kind_span, ["a block cannot use itself; use `repeat N` to "
+                                                              "stack copies"], code="recursion", layer=stmt.name))
+                    recursive.update(cycle)
+                elif callee not in done:
+                    visit(callee, (*chain, callee))
+            done.add(name)
+
+        for name in self.blocks:
+            if name not in done:
+                visit(name, (name,))
+        return recursive
+
+    def _room(self, layers: int, span: Span, what: str) -> None:
+        """Refuse, before expanding it, a statement that would take the net past MAX_LAYERS."""
+        have = len(self.graph)
+        if have + layers > MAX_LAYERS:
+            raise SpecError(f"{what} would make {have + layers:,} layers; a spec may have at most {MAX_LAYERS:,}"
+                            if layers <= 10 * MAX_LAYERS else
+                            f"{what} would make more than {MAX_LAYERS:,} layers (the limit)", span,
+                            ["does a block call itself, or do repeats nest deeper than meant?"]
+                            if layers > 10 * MAX_LAYERS else [], code="too-large")
+
+    def _size(self, body: list[Stmt], env: dict[str, Any], calls: tuple[str, ...]) -> int:
+        """How many layers `body` expands to, found without expanding it (capped past MAX_LAYERS).
+        Repeat counts that cannot be evaluated here count once; the check at that repeat sees them."""
+        cap, total = 10 * MAX_LAYERS + 1, 0
+        for stmt in body:
+            if isinstance(stmt, LayerStmt):
+                if stmt.kind in self.blocks:
+                    block = self.blocks[stmt.kind]
+                    if block.name in calls or len(calls) >= MAX_BLOCK_DEPTH:
+                        return cap
+                    if block.name not in self._sizes:
+                        self._sizes[block.name] = self._size(block.body, self._top.env, (*calls, block.name))
+                    total += self._sizes[block.name]
+                else:
+                    total += 1
+            elif isinstance(stmt, RepeatStmt):
+                try:
+                    n = evaluate(stmt.count, env)
+                    n = n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_REPEAT else 1
+                except (SpecError, ArithmeticError, ValueError, TypeError):
+                    n = 1
+                inner = dict(env, **({stmt.var: n} if stmt.var else {}))
+                total += n * self._size(stmt.body, inner, calls)
+            elif isinstance(stmt, TowersBlock):
+                total += self._size(stmt.body, env, calls)
+            if total >= cap:
+                return cap
+        return total
+
     def _define(self, local: str, scope: Scope, span: Span) -> str:
+        if len(local) > MAX_NAME:
+            raise SpecError(f"a name of {len(local):,} characters; names are limited to {MAX_NAME}", span,
+                            code="too-large")
         full = f"{scope.prefix}{local}{scope.suffix}"
         if full in self.graph or full in self.graph.instances:
             first = self.defined_at.get(full)
@@ -356,6 +464,8 @@ class Elaborator:
     # ------------------------------------------------------------------ blocks
     def _block_call(self, stmt: LayerStmt, scope: Scope) -> None:
         block = self.blocks[stmt.kind]
+        if block.name in self._recursive:
+            raise SpecError.follow_on()
         if len(scope.path) >= MAX_BLOCK_DEPTH:
             raise SpecError(f"blocks nest more than {MAX_BLOCK_DEPTH} deep (does '{block.name}' use itself?)",
                             stmt.kind_span, code="recursion", layer=stmt.name)
@@ -390,6 +500,7 @@ class Elaborator:
                                                        scope.repeat)
         inner = Scope(env=env, prefix=instance + ".", parent=scope, block_input=inputs[0],
                       path=scope.path + (instance,), towers=scope.towers)
+        self._room(self._size(block.body, env, (block.name,)), stmt.kind_span, f"{stmt.name}: {block.name}(...)")
         self.current = inputs[0]
         before, reported = len(self.graph), len(self.diagnostics)
         self._body(block.body, inner)
@@ -408,7 +519,10 @@ class Elaborator:
     # ------------------------------------------------------------------ values
     def _eval(self, expr, scope: Scope) -> Any:
         try:
-            return evaluate(expr, scope.env)
+            value = evaluate(expr, scope.env)
+            if contains_failed(value):
+                raise SpecError.follow_on()
+            return value
         except SpecError as err:
             if err.span is None:
                 err.span = getattr(expr, "span", None)
@@ -446,6 +560,21 @@ def _example(kind: layers.LayerKind) -> str:
                 "avgpool": "avgpool(3, stride=2)", "adaptive_avgpool": "adaptive_avgpool(6)",
                 "adaptive_maxpool": "adaptive_maxpool(6)", "dropout": "dropout(0.5)"}
     return examples.get(kind.name, f"{kind.name}()")
+
+
+def _default_name(source_name: str) -> str:
+    """A net without `net NAME` is named after its file (`my-net.net` -> my_net), else `net`."""
+    stem = re.sub(r"\W", "_", Path(source_name).stem) if not source_name.startswith("<") else ""
+    return stem if stem and not stem[0].isdigit() else "net"
+
+
+def _calls_in(body: list[Stmt]):
+    """Every layer statement in a body, through repeats and towers (block calls among them)."""
+    for stmt in body:
+        if isinstance(stmt, LayerStmt):
+            yield stmt
+        elif isinstance(stmt, (RepeatStmt, TowersBlock)):
+            yield from _calls_in(stmt.body)
 
 
 def _call_text(stmt: LayerStmt) -> str | None:

@@ -132,9 +132,16 @@ class DotNotFound(DrawError):
 
 
 class SpecError(Error):
-    """Raised inside a pass for one problem; the pass turns it into a Diagnostic."""
+    """Raised inside a pass for one problem; the pass turns it into a Diagnostic. One with code
+    FOLLOW_ON stems from an error already reported (a constant that failed, say) and is dropped:
+    diagnostics name root causes only."""
 
     exit_code = 1
+    FOLLOW_ON = "follow-on"
+
+    @classmethod
+    def follow_on(cls) -> "SpecError":
+        return cls("follows from an earlier error", code=cls.FOLLOW_ON)
 
     def __init__(self, message: str, span: "Span | None" = None, notes: Iterable[str] = (),
                  code: str = "spec", layer: str | None = None):

@@ -17,9 +17,11 @@ from .ast import (Arg, BinOp, BlockDef, Call, ConstDecl, DefaultsBlock, InputDec
                   Module, Neg, NetDecl, ParamDecl, Ref, RepeatStmt, Setting, ShapeExpr, TowersBlock, TrainBlock,
                   TupleExpr, Var)
 from .source import Source, Span
+from .values import TooLarge
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 MAX_SYNTAX_ERRORS = 30
+MAX_DIGITS = 60  # longer integer literals are kept unconverted (values.MAX_BITS is about 39 digits)
 
 # ----------------------------------------------------------------------- transformer
 
@@ -101,13 +103,13 @@ class _ToAst(Transformer):
     def shape_literal(self, items):
         tok = items[0]
         span = _span(tok)
-        return ShapeExpr([Lit(int(d), span) for d in str(tok).split("x")], span)
+        return ShapeExpr([Lit(_int(d), span, d) for d in str(tok).split("x")], span)
 
     def shape_list(self, items):
         return ShapeExpr(list(items), _join(items[0], items[-1]))
 
     def int_lit(self, items):
-        return Lit(int(items[0]), _span(items[0]), str(items[0]))
+        return Lit(_int(str(items[0])), _span(items[0]), str(items[0]))
 
     def float_lit(self, items):
         return Lit(float(items[0]), _span(items[0]), str(items[0]))
@@ -140,6 +142,12 @@ class _ToAst(Transformer):
 
     add, sub, mul, div = _binop("+"), _binop("-"), _binop("*"), _binop("/")
     floordiv, mod, pow = _binop("//"), _binop("%"), _binop("**")
+
+
+def _int(digits: str) -> int | TooLarge:
+    """An integer literal; one with more digits than any value may have is kept as TooLarge (an error
+    when evaluated, at its span) instead of being converted, which is slow and limited in Python."""
+    return int(digits) if len(digits) <= MAX_DIGITS else TooLarge(len(digits))
 
 
 def _body(items) -> list:
@@ -231,22 +239,60 @@ def parse(source: Source) -> tuple[Module | None, list[Diagnostic]]:
     """Parse a spec. Returns the AST (None if there were syntax errors) and the syntax errors.
 
     After an error the offending line is blanked out and the parse starts again, so that
-    one run reports the syntax errors of several lines without a cascade from the first.
+    one run reports the syntax errors of several lines without a cascade from the first. A statement
+    left unfinished at the end of a line (`c1: conv(8, 3`) is reported there, where it went wrong, not
+    at the next line's first token, and that line is the one blanked.
     """
     errors: list[Diagnostic] = []
     text = source.text
+    same_cause: tuple[int, int] | None = None  # the token an unfinished statement ran into
     while len(errors) < MAX_SYNTAX_ERRORS:
         try:
             module = _parser().parse(text)
             return (None, errors) if errors else (module, [])
         except UnexpectedInput as err:
             at_end = isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END")
-            errors.append(_syntax_diagnostic(err, source, _last_token(text) if at_end else None))
-            blanked = _blank_line(text, err.line or 0)
+            before = _unfinished(err, text) if not at_end else None
+            if before is not None:  # the statement on an earlier line never ended
+                if same_cause != (err.line, err.column):
+                    errors.append(_unfinished_diagnostic(err, source, before))
+                same_cause = (err.line, err.column)
+                blanked = _blank_line(text, before.end_line)
+            else:
+                errors.append(_syntax_diagnostic(err, source, _last_token(text) if at_end else None))
+                blanked = _blank_line(text, err.line or 0)
             if at_end or blanked == text:
                 break
             text = blanked
     return None, errors
+
+
+def _unfinished(err: UnexpectedInput, text: str) -> Token | None:
+    """The last token of a statement that was still open when the next line began, or None."""
+    if not isinstance(err, UnexpectedToken) or "INPUT" in (err.expected or ()):
+        return None  # between statements: the error is on this line
+    last = None
+    try:
+        for tok in _parser().lex(text):
+            if tok.start_pos >= err.token.start_pos:
+                break
+            last = tok
+    except UnexpectedInput:
+        return None
+    return last if last is not None and last.end_line < err.token.line else None
+
+
+def _unfinished_diagnostic(err: UnexpectedToken, source: Source, last: Token) -> Diagnostic:
+    expected = set(err.expected or ())
+    notes = []
+    if "RPAR" in expected:
+        notes.append("is a ')' missing?")
+    if re.search(r"\d[X]\d", source.line(last.line)):
+        notes.append("shapes use a lowercase x: 3x224x224")
+    notes.append(f"expected {_describe_expected(expected)}")
+    line, column = last.end_line, last.end_column
+    return Diagnostic("error", f"line {line} ends before its statement does", Span(line, column, line, column + 1),
+                      code="syntax", notes=notes)
 
 
 def _blank_line(text: str, line: int) -> str:

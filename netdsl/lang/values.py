@@ -36,12 +36,35 @@ _BINOPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 _MATH = {"min": min, "max": max, "abs": abs, "ceil": math.ceil, "floor": math.floor, "round": round,
          "int": int, "float": float, "sqrt": math.sqrt}
+# No size, count or rate in a network needs more; bounding every integer keeps arithmetic, and the
+# messages that print its results, instant (30 squarings of 3 would otherwise run for minutes).
+MAX_BITS = 128
+
+
+class _Failed:
+    """The value of a constant whose definition was an error: using it is a follow-on error, not
+    reported again (SpecError.follow_on)."""
+
+    def __repr__(self) -> str:
+        return "<failed>"
+
+
+FAILED: Any = _Failed()
+
+
+@dataclass(frozen=True)
+class TooLarge:
+    """A literal with more digits than any value can use; evaluating it is an error at its span."""
+
+    digits: int
 
 
 def evaluate(expr: Expr, env: Mapping[str, Any]) -> Any:
     """Evaluate an expression; names look up constants, unknown names become Words."""
     if isinstance(expr, Lit):
-        return expr.value
+        if isinstance(expr.value, TooLarge):
+            raise SpecError(f"a {expr.value.digits}-digit number is far too large", expr.span, code="too-large")
+        return _checked(expr.value, expr.span, expr.text)
     if isinstance(expr, Var):
         if expr.name in env:
             return env[expr.name]
@@ -51,21 +74,23 @@ def evaluate(expr: Expr, env: Mapping[str, Any]) -> Any:
     if isinstance(expr, Neg):
         value = evaluate(expr.operand, env)
         _require_number(value, expr.operand.span, "-")
-        return -value
+        return _checked(-value, expr.span)
     if isinstance(expr, BinOp):
         left, right = evaluate(expr.left, env), evaluate(expr.right, env)
         _require_number(left, expr.left.span, expr.op)
         _require_number(right, expr.right.span, expr.op)
         if expr.op in ("/", "//", "%") and right == 0:
             raise SpecError("division by zero", expr.span, code="expression")
+        _check_size(expr, left, right)
         if expr.op == "/":
-            result = left / right
-            return int(result) if isinstance(left, int) and isinstance(right, int) and left % right == 0 else result
+            if isinstance(left, int) and isinstance(right, int) and left % right == 0:
+                return left // right
+            return _checked(left / right, expr.span)
         if expr.op == "//":
-            return left // right
+            return _checked(left // right, expr.span)
         if expr.op == "**" and abs(right) > 64:
             raise SpecError(f"exponent {right} is too large", expr.span, code="expression")
-        return _BINOPS[expr.op](left, right)
+        return _checked(_BINOPS[expr.op](left, right), expr.span)
     if isinstance(expr, TupleExpr):
         return tuple(evaluate(i, env) for i in expr.items)
     if isinstance(expr, ListExpr):
@@ -77,19 +102,53 @@ def evaluate(expr: Expr, env: Mapping[str, Any]) -> Any:
             for a, arg in zip(args, expr.args):
                 _require_number(a, arg.span, expr.name)
             try:
-                return _MATH[expr.name](*args)
-            except (TypeError, ValueError) as exc:
+                return _checked(_MATH[expr.name](*args), expr.span)
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise SpecError(f"{expr.name}(...): {exc}", expr.span, code="expression") from None
         return FuncValue(expr.name, tuple(args), kwargs)
     raise SpecError(f"cannot evaluate {type(expr).__name__}", getattr(expr, "span", None))
 
 
+def _check_size(expr: BinOp, left: Any, right: Any) -> None:
+    """Refuse, before computing it, a product or power whose integer result would pass MAX_BITS."""
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return
+    bits = left.bit_length() + right.bit_length() if expr.op == "*" else \
+        left.bit_length() * right if expr.op == "**" and right > 0 else 0
+    if bits > MAX_BITS + 1:
+        raise SpecError(f"'{expr.op}' would give a number of about {bits * 0.30103:.0f} digits, far too large",
+                        expr.span, [f"numbers in a spec are limited to {MAX_BITS} bits"], code="too-large")
+
+
+def _checked(value: Any, span: Span, text: str = "") -> Any:
+    """A result every later step can use: a real, finite number of bounded size (or not a number)."""
+    if isinstance(value, complex):
+        raise SpecError("the result is not a real number", span, code="expression")
+    if isinstance(value, float) and not math.isfinite(value):
+        what = f"{text} is" if text else "the result is"
+        raise SpecError(f"{what} not a finite number ({value})", span, code="expression")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_BITS:
+        raise SpecError(f"a number of about {value.bit_length() * 0.30103:.0f} digits is far too large", span,
+                        [f"numbers in a spec are limited to {MAX_BITS} bits"], code="too-large")
+    return value
+
+
 def _require_number(value: Any, span: Span, op: str) -> None:
+    if value is FAILED:
+        raise SpecError.follow_on()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         hint = []
         if isinstance(value, Word):
             hint = [f"'{value.name}' is not a defined constant"]
         raise SpecError(f"'{op}' needs a number, got {describe(value)}", span, hint, code="expression")
+
+
+def contains_failed(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(contains_failed(v) for v in value)
+    if isinstance(value, FuncValue):
+        return contains_failed(value.args) or any(contains_failed(v) for _, v in value.kwargs)
+    return value is FAILED
 
 
 def describe(value: Any) -> str:

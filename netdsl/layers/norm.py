@@ -7,7 +7,8 @@ from . import Cost, LayerKind, register, require_chw
 
 def _lrn_label(node):
     p = node.params
-    alpha = f"{p['alpha']:g}" + ("/n" if p["scale"] == "mean" else "")
+    # the mean over the window: n channels across, n x n positions within (Caffe's WITHIN_CHANNEL)
+    alpha = f"{p['alpha']:g}" + (("/n²" if p["region"] == "within" else "/n") if p["scale"] == "mean" else "")
     text = f"n={p['size']} α={alpha} β={p['beta']:g} k={p['k']:g}"
     return text + (" within-channel" if p["region"] == "within" else "")
 

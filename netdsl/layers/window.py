@@ -120,11 +120,12 @@ def infer_windows(node: "Node", h: int, w: int, clip: bool = False) -> Windows:
     windows = node_windows(node, h, w, clip)
     for axis, win in _axis_names(windows):
         if win.out() < 1 or win.padded < win.span:
+            why = f"{win.formula()}, which gives {win.out()} < 1" if win.padded >= win.span else \
+                f"{win.formula()}: the {win.span}-wide window is wider than the padded {win.padded}"
             raise SpecError(
                 f"the {win.span}-wide window does not fit the {axis} {win.size} "
                 f"(padded {win.padded}): no output",
-                notes=[f"{node.name}: {win.formula()}, which gives {win.out()} < 1",
-                       "use a smaller kernel, more padding or a larger input"], code="shape")
+                notes=[f"{node.name}: {why}", "use a smaller kernel, more padding or a larger input"], code="shape")
     return windows
 
 
@@ -133,7 +134,7 @@ def coverage_warnings(node: "Node", windows: Windows) -> list[tuple[str, list[st
     out = []
     for axis, win in _axis_names(windows):
         lost = win.uncovered()
-        if lost:
+        if lost and win.stride <= win.span:  # a stride past the window skips rows by design (1x1/2)
             target = win.out() + 1
             fixes = win.fixes(target)
             out.append((

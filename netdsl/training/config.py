@@ -11,6 +11,7 @@ Config. This module does not import torch, so `netdsl check` stays light.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -77,6 +78,7 @@ PRESETS: dict[str, Config] = {
 }
 
 RECIPES = tuple(PRESETS)
+SETTINGS = tuple(f.name for f in fields(Config))  # every key a train block, YAML file or --set may give
 _CHOICES = {"recipe": RECIPES, "schedule": SCHEDULES, "crop": CROPS, "normalize": NORMALIZE,
             "amp": AMP, "optimizer": OPTIMIZERS}
 _TYPES = {f.name: f.type for f in fields(Config)}
@@ -154,13 +156,14 @@ def normalise_keys(values: Mapping[str, Any], where: str) -> dict[str, Any]:
 def coerce(key: str, value: Any, where: str) -> Any:
     """Check a value against the setting's type; ints stand for floats, 'true'/'false' for bools."""
     kind = _TYPES[key]
-    bad = ConfigError(f"{where}: {key} = {value!r}: expected {_describe(key)}")
+    bad = ConfigError(f"{where + ': ' if where else ''}{key} = {value!r}: expected {_describe(key)}")
     if value is None and "None" in kind:
         return None
     if kind.startswith("str"):
         value = str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
         if value is None or (key in _CHOICES and value not in _CHOICES[key]):
-            raise bad
+            hint = did_you_mean(value, _CHOICES[key]) if value is not None and key in _CHOICES else []
+            raise ConfigError(f"{bad}" + (f"; {hint[0]}" if hint else ""))
         return value
     if kind == "bool":
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
@@ -173,7 +176,7 @@ def coerce(key: str, value: Any, where: str) -> Any:
             value = float(value) if kind == "float" or "." in value or "e" in value.lower() else int(value)
         except ValueError:
             raise bad from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise bad
     if kind == "int":
         if value != int(value):
@@ -187,6 +190,13 @@ def _describe(key: str) -> str:
         return "one of " + ", ".join(_CHOICES[key])
     return {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(
         _TYPES[key], "a string")
+
+
+def check_one(key: str, value: Any) -> Any:
+    """One setting's value, checked for its type and range alone (the spec's train block)."""
+    value = coerce(key, value, "")
+    check(dataclasses.replace(Config(), **{key: value}))
+    return value
 
 
 def check(config: Config) -> Config:
