@@ -79,8 +79,8 @@ def import_weights_cmd(caffemodel: str, spec: str | None, output: str | None, wr
     """Load Caffe-trained weights (.caffemodel) into the lowered PyTorch module and save its state dict.
 
     Layers match by name, Caffe names spelled as `netdsl import` spells them; a BatchNorm's Scale fills
-    the batchnorm's weight and bias. The result loads with `model.load_state_dict(torch.load(FILE))`
-    and wherever netdsl takes --weights.
+    the batchnorm's weight and bias. The result loads with
+    `model.load_state_dict(torch.load(FILE, weights_only=True))` and wherever netdsl takes --weights.
     """
     from netdsl.caffe.weights import load_caffemodel, read_caffemodel, spec_from_caffemodel
 

@@ -61,6 +61,9 @@ def train(ctx: click.Context, spec: str | None, config_file: str | None, setting
     cli = _cli_layer(flags, settings)
     if resume:
         state = checkpoint.load(Path(resume) / "last.pt")
+        if "config" not in state:
+            raise UsageError(f"{Path(resume) / 'last.pt'} holds weights only, not a run that can be resumed "
+                             "(no saved configuration, position or optimizer)")
         net = _resume_spec(spec, state, resume)
         if cli.get("out") and Path(cli["out"]).resolve() != Path(resume).resolve():
             raise UsageError(f"--out {cli['out']}: a resumed run continues in its own directory ({resume})")

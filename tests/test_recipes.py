@@ -8,13 +8,19 @@ import pytest
 
 import netdsl
 from netdsl.training.config import PRESETS, Config, ConfigError as RecipeError, read_yaml, resolve, resolve_resume
+from conftest import ROOT
 
 
 def test_paper_preset_is_the_paper():
     c = PRESETS["paper"]
     assert (c.momentum, c.weight_decay, c.batch_size, c.lr, c.epochs) == (0.9, 5e-4, 128, 0.01, 90)
     assert (c.schedule, c.lr_gamma, c.lr_drops) == ("plateau", 0.1, 3)
-    assert (c.crop, c.flip, c.lighting, c.normalize) == ("paper", True, 0.1, "mean")
+    # normalize: the paper's 0..255 minus the mean for a net with the paper's small init (issue 12:
+    # the same inputs made a plain Kaiming-init spec sit at chance); `auto` decides from the spec
+    assert (c.crop, c.flip, c.lighting, c.normalize) == ("paper", True, 0.1, "auto")
+    from netdsl.training.loading import resolve_normalize
+    assert resolve_normalize(c.normalize, netdsl.load(ROOT / "specs/alexnet.net").graph) == "mean"
+    assert resolve_normalize(c.normalize, netdsl.load(ROOT / "specs/alexnet-torchvision.net").graph) == "mean_std"
     assert c.resize_for((224, 224)) == 256
 
 

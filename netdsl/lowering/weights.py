@@ -6,6 +6,7 @@ Training's checkpoints (training/checkpoint.py) and `netdsl export --weights` bo
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint or state dict")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: an empty file, not a PyTorch state dict or checkpoint (a save cut short?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (pickle, zip and unpickler errors all mean the same here)
@@ -36,11 +39,33 @@ def _why_unreadable(message: str) -> str:
     if "Weights only load failed" in message:
         return ("it holds Python objects besides tensors and plain values, and netdsl loads "
                 "checkpoints with weights_only=True; save just the state dict")
-    return f"not a PyTorch state dict or checkpoint ({message.splitlines()[0]})"
+    first = message.strip().splitlines()[0] if message.strip() else "it ends at once"
+    return f"not a PyTorch state dict or checkpoint ({first})"
+
+
+def weights_checksum(weights: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of every tensor's name, dtype, shape and bytes, saved with netdsl's checkpoints: one
+    damaged after it was written (200 bytes overwritten still load, and evaluate to NaN) is refused."""
+    h = hashlib.sha256()
+    for key in sorted(weights):
+        t = weights[key].detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def verify(state: dict[str, Any], where: str | os.PathLike) -> None:
+    """CheckpointError when the weights do not match the checksum saved with them."""
+    saved = state.get("checksum")
+    if isinstance(saved, str) and isinstance(state.get("model"), dict) and weights_checksum(state["model"]) != saved:
+        raise CheckpointError(f"{where}: the weights do not match the checksum saved with them: the file was "
+                              "changed or damaged after it was written; use another checkpoint (best.pt, "
+                              "epoch-NNN.pt)")
 
 
 def state_dict(state: dict[str, Any], where: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model's weights in what `read` returned, with a `module.` prefix (DDP, DataParallel) removed."""
+    verify(state, where)
     for key in ("model", "state_dict"):
         if isinstance(state.get(key), dict):
             state = state[key]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,19 @@ import torch
 
 from ..errors import CheckpointError
 from ..lowering import weights as weights_file
-from ..lowering.weights import load_weights
+from ..lowering.weights import load_weights, weights_checksum
+from .rundir import write_atomic
 
 FORMAT = "netdsl-checkpoint"
 VERSION = 1
+RUN_KEYS = ("model", "config", "epoch", "step", "ranks", "world")  # what resuming reads
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename over `path`:
-    a crash leaves either the old checkpoint or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A crash leaves either the old checkpoint or the new one, never half of one (rundir.write_atomic);
+    the weights carry a checksum that `load` verifies."""
+    state = {**state, "checksum": weights_checksum(state["model"])} if "model" in state else state
+    write_atomic(path, save=lambda f: torch.save(state, f))
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
@@ -48,12 +40,16 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     state = weights_file.read(path)
     if state.get("format") != FORMAT:
         return {"model": weights_file.state_dict(state, path)}
-    return state
+    missing = [k for k in RUN_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: a netdsl checkpoint without {', '.join(missing)} (damaged, or not "
+                              "written by netdsl train)")
+    return state  # its checksum is verified when the weights are taken out (model_state)
 
 
-def model_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The model's weights, with a `module.` prefix (DDP / DataParallel checkpoints) removed."""
-    return weights_file.state_dict(state, "the checkpoint")
+def model_state(state: dict[str, Any], where: str | os.PathLike = "the checkpoint") -> dict[str, torch.Tensor]:
+    """The model's weights (checksum verified), with a `module.` prefix (DDP / DataParallel) removed."""
+    return weights_file.state_dict(state, where)
 
 
 __all__ = ["FORMAT", "VERSION", "save_atomic", "load", "model_state", "load_weights", "rng_state",

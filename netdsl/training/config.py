@@ -22,7 +22,7 @@ from ..lowering.options import AMP
 
 SCHEDULES = ("plateau", "step", "cosine", "constant")
 CROPS = ("paper", "random_resized")
-NORMALIZE = ("mean", "mean_std")
+NORMALIZE = ("auto", "mean", "mean_std")
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -50,7 +50,9 @@ class Config:
     resize: int = 0  # 0: the input size x 256/224 (256 for a 224 input)
     flip: bool = True
     lighting: float = 0.1  # std of the PCA colour noise (the paper's alpha); 0 turns it off
-    normalize: str = "mean"  # mean: subtract the mean (0..255 pixels); mean_std: torchvision's
+    # mean: subtract the mean from 0..255 pixels (the paper, for its N(0, 0.01) init); mean_std: torchvision's
+    # (x/255 - mean) / std; auto: mean when every conv and fc starts that small, else mean_std
+    normalize: str = "auto"
     amp: str = "none"
     channels_last: bool = False
     compile: bool = False
@@ -119,6 +121,12 @@ def resolve_resume(saved: Mapping[str, Any], overrides: list[tuple[str, Mapping[
             if value != values.get(key):
                 warnings.append(f"{key}: {value!r} from {name} replaces {values.get(key)!r} saved in the run")
             values[key], origin[key] = value, name
+    saved_epochs = saved.get("epochs", values["epochs"])
+    if values["schedule"] == "cosine" and saved.get("schedule") == "cosine" and values["epochs"] > saved_epochs:
+        # CosineAnnealingLR reached lr 0 at the saved epochs; going on would train at lr 0 (or climb back)
+        raise ConfigError(f"the run's cosine schedule ends at epoch {saved_epochs} with learning rate 0, so "
+                          f"epochs {saved_epochs + 1}-{values['epochs']} would not train; to go on, give "
+                          f"--set schedule=constant --lr RATE (a fixed rate from here), or start a new run")
     return Resolved(check(Config(**values)), origin, warnings)
 
 

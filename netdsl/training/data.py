@@ -6,9 +6,11 @@ same crops whatever the number of workers or processes, and a resumed run repeat
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, NamedTuple, Protocol, Sequence
@@ -18,7 +20,8 @@ import torch
 
 from ..errors import BadImage, DataError, UsageError
 from ..ir import Graph
-from .images import IMAGE_EXTENSIONS, Box, Reduction, View, crop_resize, decode_file, max_reduction
+from .images import (IMAGE_EXTENSIONS, Box, Reduction, View, crop_resize, decode_file, max_reduction,
+                     special_kind)
 
 DIGITS_PATH = Path(__file__).resolve().parent.parent / "assets" / "digits.npz"
 SPLITS = ("train", "val")
@@ -43,10 +46,20 @@ class Layout:
     root: Path
     classes: list[str]
     splits: dict[str, list[tuple[str, int]]]  # split -> [(path, class index)]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): never read
 
     def describe(self) -> str:
+        """One line, the folder first (check_classes names it by what precedes the first ':').
+        Skipped entries are counted here because this line is what training and evaluation print:
+        images missing from a data set must never go unnoticed."""
         sizes = ", ".join(f"{len(v):,} {k}" for k, v in self.splits.items())
-        return f"{self.root}: {len(self.classes)} classes, {sizes} images"
+        text = f"{self.root}: {len(self.classes)} classes, {sizes} images"
+        if self.skipped:
+            path, reason = self.skipped[0]
+            n = len(self.skipped)
+            text += (f"; {n:,} {'entry' if n == 1 else 'entries'} skipped "
+                     f"(first: {os.path.relpath(path, self.root)}: {reason})")
+        return text
 
 
 @dataclass
@@ -54,6 +67,14 @@ class _SplitScan:
     classes: dict[str, list[str]] = field(default_factory=dict)
     loose: list[str] = field(default_factory=list)  # files directly in the split folder
     not_images: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+class _Entry(NamedTuple):
+    path: str
+    kind: str  # "file" (regular), "folder", or "skip" (anything else: never read)
+    link: bool
+    reason: str = ""  # why a "skip" is skipped
 
 
 def scan_layout(root: str | os.PathLike) -> Layout:
@@ -75,7 +96,7 @@ def scan_layout(root: str | os.PathLike) -> Layout:
     classes = sorted(scans["train"].classes)
     index = {c: i for i, c in enumerate(classes)}
     splits = {s: [(p, index[c]) for c in classes for p in scans[s].classes[c]] for s in SPLITS}
-    return Layout(root, classes, splits)
+    return Layout(root, classes, splits, [e for s in SPLITS for e in scans[s].skipped])
 
 
 def _missing_splits_message(root: Path, missing: list[str]) -> str:
@@ -91,26 +112,130 @@ def _missing_splits_message(root: Path, missing: list[str]) -> str:
 
 def _scan_split(split_dir: Path) -> _SplitScan:
     scan = _SplitScan()
-    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            scan.classes[entry.name] = _class_files(Path(entry.path), scan.not_images)
+    around = _enclosing(os.path.join(split_dir, "-"))  # the split folder and all that hold it
+    for e in _listing(str(split_dir), scan):
+        name = os.path.basename(e.path)
+        if e.kind == "skip":
+            scan.skipped.append((e.path, e.reason))
+        elif e.kind == "file":
+            scan.loose.append(name)
+        elif _folder_id(e.path) in around:  # `ln -s . train/all`: the split itself as a class
+            scan.skipped.append((e.path, f"link loop (back to {os.path.realpath(e.path)})"))
         else:
-            scan.loose.append(entry.name)
+            scan.classes[name] = _class_files(e.path, scan)
     return scan
 
 
-def _class_files(class_dir: Path, not_images: list[str]) -> list[str]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = os.path.join(dirpath, name)
-            (files if Path(name).suffix.lower() in IMAGE_EXTENSIONS else not_images).append(path)
+def _class_files(class_dir: str, scan: _SplitScan) -> list[str]:
+    """The image files under a class folder, depth first and in name order within a folder (the
+    order os.walk gave before: sample indices, and so a resumed run's crops, depend on it).
+
+    Links to folders are followed, as torchvision's ImageFolder does: data sets are often put
+    together from linked folders, and whoever links one in means its images to count. But each
+    real folder, known by (st_dev, st_ino), is entered once: a link back to a folder on the way
+    down (`ln -s . a/x`, a link to a parent, or to any folder holding the class folder) is a loop,
+    and a second link to a folder already scanned would count its images twice. Both are skipped
+    and reported; following them turned 24 images into 1,009, or never finished.
+    """
+    files: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [_Entry(class_dir, "folder", False)]
+    chains = [_enclosing(class_dir)]  # the folders holding each stacked one, on the way down
+    while stack:
+        e, chain = stack.pop(), chains.pop()
+        key, reason = _enter(e, chain, seen)
+        if reason:
+            scan.skipped.append((e.path, reason))
+            continue
+        chain = chain | {key}
+        folders = []
+        for sub in _listing(e.path, scan):
+            if sub.kind == "skip":
+                scan.skipped.append((sub.path, sub.reason))
+            elif sub.kind == "folder":
+                folders.append(sub)
+            elif os.path.splitext(sub.path)[1].lower() in IMAGE_EXTENSIONS:
+                files.append(sub.path)
+            else:
+                scan.not_images.append(sub.path)
+        stack += reversed(folders)
+        chains += [chain] * len(folders)
     return files
+
+
+def _enter(e: _Entry, chain: frozenset, seen: set) -> tuple[tuple[int, int] | None, str]:
+    """(folder id, "") after marking folder `e` seen, or (None, why it is not to be scanned)."""
+    key = _folder_id(e.path)
+    what = "link" if e.link else "folder"  # a bind mount can loop without a link
+    if key is None:  # removed or replaced since it was listed
+        return None, "unreadable folder"
+    if key in chain:
+        return None, f"{what} loop (back to {os.path.realpath(e.path)})"
+    if key in seen:
+        return None, f"{what} to a folder already scanned ({os.path.realpath(e.path)})"
+    seen.add(key)
+    return key, ""
+
+
+def _folder_id(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of what `path` leads to: the identity of a folder, whatever the path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _enclosing(folder: str) -> frozenset[tuple[int, int]]:
+    """Every folder that holds `folder`, by its path as given and by its real path: entering any
+    of them from inside would scan `folder` again (and other classes with it)."""
+    paths = [*Path(os.path.abspath(folder)).parents, *Path(os.path.realpath(folder)).parents]
+    return frozenset(key for key in map(_folder_id, paths) if key is not None)
+
+
+def _listing(folder: str, scan: _SplitScan) -> list[_Entry]:
+    """The visible entries of `folder` in name order; an unreadable folder is reported as skipped."""
+    try:
+        with os.scandir(folder) as it:
+            found = sorted((d for d in it if not d.name.startswith(".")), key=lambda d: d.name)
+    except OSError as err:
+        scan.skipped.append((folder, f"unreadable folder ({err.strerror or err})"))
+        return []
+    return [_classify(d) for d in found]
+
+
+def _classify(d: os.DirEntry) -> _Entry:
+    """What an entry is, without ever opening it: reading a FIFO blocks for ever, a link to
+    /dev/zero never ends. Plain files and folders are known from the listing itself (no stat per
+    image); links and special files are stat()ed, which follows links but opens nothing."""
+    link = d.is_symlink()
+    try:
+        if not link and d.is_file(follow_symlinks=False):
+            return _Entry(d.path, "file", False)
+        if not link and d.is_dir(follow_symlinks=False):
+            return _Entry(d.path, "folder", False)
+        mode = os.stat(d.path).st_mode
+    except OSError as err:
+        return _Entry(d.path, "skip", link, _stat_error(d.path, link, err))
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return _Entry(d.path, "file" if stat.S_ISREG(mode) else "folder", link)
+    kind = f"a link to {special_kind(mode)}, {_link_target(d.path)}" if link else special_kind(mode)
+    return _Entry(d.path, "skip", link, f"not a regular file ({kind})")
+
+
+def _stat_error(path: str, link: bool, err: OSError) -> str:
+    if link and err.errno == errno.ELOOP:
+        return f"link loop (to {_link_target(path)}, which never resolves)"
+    if link and err.errno == errno.ENOENT:
+        return f"broken link (to {_link_target(path)})"
+    return f"unreadable ({err.strerror or err})"
+
+
+def _link_target(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
 
 
 def _layout_problems(root: Path, scans: dict[str, _SplitScan]) -> list[str]:

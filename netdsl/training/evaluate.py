@@ -15,7 +15,7 @@ from . import checkpoint
 from .config import Config, resolve, resolve_resume
 from .data import Stats, image_input, open_data, open_digits
 from .images import crop_resize, decode_file
-from .loading import Loader, Preprocess, make_loader, stats_from_dict, test_view, worker_count
+from .loading import Loader, Preprocess, make_loader, resolve_normalize, stats_from_dict, test_view, worker_count
 from .metrics import Sums, percent, progress_bar, topk_correct
 
 
@@ -76,7 +76,7 @@ def load_trained(net: Net, weights: str | Path, device: str = "auto",
     devices = pick_devices(device)
     channels, size = image_input(net.graph)
     model = net.to_torch(devices=devices, logits=True)
-    checkpoint.load_weights(model, checkpoint.model_state(state), str(weights))
+    checkpoint.load_weights(model, checkpoint.model_state(state, weights), str(weights))
     model.eval()
     stats = stats_from_dict(state["stats"]) if "stats" in state else None
     return Trained(model, config, state.get("classes"), stats, devices[0],
@@ -94,7 +94,7 @@ def run_eval(net: Net, weights: str | Path, data: str | None, *, crops: Sequence
                          f"{', ...' if len(t.classes) > 5 else ''}) but the data has {len(dataset.classes)} "
                          f"({', '.join(dataset.classes[:5])}{', ...' if len(dataset.classes) > 5 else ''})")
     stats = t.stats or dataset.stats
-    preprocess = Preprocess(stats, t.config.normalize, 0.0, t.device)
+    preprocess = Preprocess(stats, resolve_normalize(t.config.normalize, net.graph), 0.0, t.device)
     results = []
     for n_crops in crops:
         view = test_view(t.config, t.size, n_crops)
@@ -113,7 +113,7 @@ def run_predict(net: Net, weights: str | Path, images: Sequence[str], *, k: int 
     t = load_trained(net, weights, device)
     stats = t.stats or (open_digits(t.channels).stats if t.config.data is None and t.classes is None
                         else Stats.imagenet(t.channels))
-    preprocess = Preprocess(stats, t.config.normalize, 0.0, t.device)
+    preprocess = Preprocess(stats, resolve_normalize(t.config.normalize, net.graph), 0.0, t.device)
     view = test_view(t.config, t.size)
     out = []
     for path in images:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import random
+import stat
 import warnings
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Protocol, Sequence
@@ -18,12 +20,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+from PIL.Image import DecompressionBombError
 
 from ..errors import BadImage
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif",
                               ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"})
 JPEG_END = b"\xff\xd9"
+# No training image comes near this; a bigger "image" is a mistake (a disk image, a video) whose
+# read would stall a loader worker or exhaust its memory.
+MAX_FILE_BYTES = 512 * 2 ** 20
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -37,14 +43,58 @@ def decode_file(path: str, channels: int, reduction: Reduction | None = None) ->
 
     `reduction(h, w)`, given the stored size, says by how much (1, 2, 4, 8) the image may be
     shrunk; big JPEGs are then decoded at that reduced size (JPEG DCT scaling, PIL's draft mode),
-    much faster than a full decode. Raises BadImage for empty, truncated or undecodable files.
+    much faster than a full decode. Raises BadImage for empty, truncated or undecodable files, and
+    for anything that is not a regular file or is larger than MAX_FILE_BYTES.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_image_file(path)
     except OSError as err:
         raise BadImage(f"unreadable ({err.strerror or err})") from None
     return decode_bytes(data, channels, reduction)
+
+
+def special_kind(mode: int) -> str:
+    """What a file that is not a regular file is, from its st_mode, for messages."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "an unknown kind of file")
+
+
+def read_image_file(path: str) -> bytes:
+    """The bytes of a regular file (or a link to one) of at most MAX_FILE_BYTES.
+
+    The folder was scanned long before this runs (files may have been replaced since), and a
+    worker stuck here stalls training: a FIFO blocks open() and read() for ever, /dev/zero never
+    ends. So the path is checked with stat() before it is opened (opening some devices has effects
+    of its own), opened non-blocking (a FIFO swapped in between cannot block), and checked again on
+    the open file, which is what is read.
+    """
+    _check_regular(os.stat(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        _check_regular(st)
+        return _read_capped(f, st.st_size)
+
+
+def _check_regular(st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise BadImage(f"not a regular file ({special_kind(st.st_mode)})")
+    if st.st_size > MAX_FILE_BYTES:
+        raise BadImage(f"file of {st.st_size:,} bytes is too large for an image")
+
+
+def _read_capped(f: io.RawIOBase, size: int) -> bytes:
+    """Read to the end, in one read for a file of the size stat gave, but never more than
+    MAX_FILE_BYTES (the file may grow while it is read)."""
+    chunks, total, want = [], 0, size + 1
+    while total <= MAX_FILE_BYTES:
+        chunk = f.read(min(want, MAX_FILE_BYTES + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total, want = total + len(chunk), 1 << 20
+    raise BadImage(f"file of more than {MAX_FILE_BYTES:,} bytes is too large for an image")
 
 
 def decode_bytes(data: bytes, channels: int, reduction: Reduction | None = None) -> torch.Tensor:
@@ -65,9 +115,19 @@ def decode_bytes(data: bytes, channels: int, reduction: Reduction | None = None)
         raise
     except UnidentifiedImageError:
         raise BadImage("not a recognised image format") from None
+    except DecompressionBombError as err:
+        # PIL refuses images of more than twice its pixel limit before decoding them: say which
+        # limit, since a user with genuinely huge images may raise it
+        raise BadImage(f"too many pixels to decode safely (PIL.Image.MAX_IMAGE_PIXELS): "
+                       f"{_first_line(err)}") from None
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... for bad data
-        reason = str(err).split("(")[0].strip() or type(err).__name__
-        raise BadImage(reason) from None
+        raise BadImage(_first_line(err)) from None
+
+
+def _first_line(err: Exception) -> str:
+    """The whole first line of an error: the numbers in it (sizes, limits, offsets) are the point."""
+    lines = str(err).strip().splitlines()
+    return lines[0].strip() if lines else type(err).__name__
 
 
 def _fast_jpeg(img: Image.Image, data: bytes) -> bool:

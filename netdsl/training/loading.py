@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..ir import Graph
 from .config import Config
 from .data import Batch, CropDataset, DataSet, EpochSampler, ImageSource, Stats, pass_batch
 from .images import CentreView, PaperTrainView, RandomResizedView, TenCropView, View
@@ -59,6 +60,25 @@ def make_loader(source: ImageSource, view: View, *, batch_size: int, workers: in
         # the loader's own generator, so that making an iterator leaves the global RNG alone
         generator=torch.Generator().manual_seed(seed))
     return Loader(loader, sampler, batch_size)
+
+
+def resolve_normalize(normalize: str, graph: Graph) -> str:
+    """`auto`: the paper's 0..255 pixels minus the mean only for a net whose every conv and fc starts
+    from small weights like the paper's N(0, 0.01); default (Kaiming) or Xavier init on 0..255 inputs
+    makes the first outputs thousands of times too large (a 3-class net sat at loss 4,393 and chance
+    accuracy), so those get torchvision's unit-scale (x/255 - mean) / std."""
+    if normalize != "auto":
+        return normalize
+    weighted = [n.params.get("weight_init", {"fn": "default"}) for n in graph if n.kind in ("conv", "fc")]
+    return "mean" if weighted and all(_small(init) for init in weighted) else "mean_std"
+
+
+def _small(init: dict) -> bool:
+    if init["fn"] == "normal":
+        return abs(init["mean"]) + 3 * init["std"] <= 0.2
+    if init["fn"] == "uniform":
+        return max(abs(init["low"]), abs(init["high"])) <= 0.2
+    return init["fn"] == "constant" and abs(init["value"]) <= 0.2
 
 
 class Preprocess:

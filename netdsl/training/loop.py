@@ -6,6 +6,8 @@ epoch, and on Ctrl-C or SIGTERM mid-epoch, holds all that is needed to continue 
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import signal
 import sys
@@ -27,14 +29,18 @@ from .config import Config, Resolved
 from .data import check_classes, image_input, open_data
 from .evaluate import evaluate
 from .host import keep_freed_memory
-from .loading import (Loader, Preprocess, make_loader, noise_generator, stats_to_dict, test_view, train_view,
-                      worker_count)
+from .loading import (Loader, Preprocess, make_loader, noise_generator, resolve_normalize, stats_to_dict,
+                      test_view, train_view, worker_count)
 from .metrics import Sums, TensorBoard, Throughput, percent, progress_bar
-from .rundir import MetricsCSV, RunLog, check_run_dir, default_run_dir, make_run_dir, write_run_files
+from .rundir import MetricsCSV, RunLock, RunLog, check_run_dir, default_run_dir, make_run_dir, write_run_files
 
 EXIT_NAN = 3
 SHOW_SKIPPED = 5
-CHECK_NAMES = ("stop", "nonfinite")
+CHECK_NAMES = ("stop", "nonfinite", "exploding")
+# Early in a run the loss should be near ln(classes), a uniform guess. Ten times that within the first
+# steps means the outputs explode (inputs or learning rate far too large for the init), and the run
+# would end at chance accuracy without a word: stop and say so.
+EXPLODING_STEPS, EXPLODING_FACTOR = 100, 10.0
 
 
 # ----------------------------------------------------------------------------- processes
@@ -119,6 +125,9 @@ class Trainer:
     def __init__(self, net: Net, resolved: Resolved, dist: Dist, log: RunLog, run_dir: Path | None,
                  resume: dict[str, Any] | None = None):
         self.net, self.config, self.dist, self.log, self.run_dir = net, resolved.config, dist, log, run_dir
+        if self.config.normalize == "auto":  # decided once, and saved resolved with the run
+            self.config = dataclasses.replace(self.config, normalize=resolve_normalize("auto", net.graph))
+            log.info(f"normalize: auto -> {self.config.normalize} (from the spec's weight_init)")
         c = self.config
         _set_determinism(c)
         _seed_everything(c.seed + dist.rank)
@@ -200,6 +209,8 @@ class Trainer:
                 outcome = self._train_epoch(epoch, stop)
                 if outcome == "nonfinite":
                     return self._nonfinite(epoch)
+                if outcome == "exploding":
+                    return self._exploding(epoch)
                 if outcome == "stop":
                     self._save_interrupted(epoch)
                     return 128 + stop.signum
@@ -233,11 +244,11 @@ class Trainer:
             bar.update(1)
             check = step % c.log_every == 0 or step == steps
             if check or (self.dist.world == 1 and stop.signum):
-                flags = self._flags(stop)
-                if flags["nonfinite"] or flags["stop"]:
+                flags = self._flags(stop, self._loss_explodes(epoch, step, sums))
+                if flags["nonfinite"] or flags["stop"] or flags["exploding"]:
                     self._keep_partial(step, sums)
                     bar.close()
-                    return "nonfinite" if flags["nonfinite"] else "stop"
+                    return next(k for k in ("nonfinite", "exploding", "stop") if flags[k])
                 if check:
                     local = sums.local()
                     bar.set_postfix_str(f"loss {local['loss'] / max(local['n'], 1):.3f}  acc "
@@ -265,9 +276,18 @@ class Trainer:
         self.nonfinite |= ~torch.isfinite(loss)
         return loss, (logits.detach().argmax(1) == y).sum()
 
-    def _flags(self, stop: StopFlag) -> dict[str, bool]:
+    def _loss_explodes(self, epoch: int, step: int, sums: Sums) -> bool:
+        if epoch != 0 or step > EXPLODING_STEPS:
+            return False
+        local = sums.local()
+        return local["n"] > 0 and local["loss"] / local["n"] > self._exploding_limit()
+
+    def _exploding_limit(self) -> float:
+        return EXPLODING_FACTOR * max(math.log(len(self.data.classes)), 1.0)
+
+    def _flags(self, stop: StopFlag, exploding: bool = False) -> dict[str, bool]:
         """Every process takes the same decision at the same step (a collective on DDP)."""
-        flags = torch.tensor([float(stop.signum != 0), float(self.nonfinite.item())])
+        flags = torch.tensor([float(stop.signum != 0), float(self.nonfinite.item()), float(exploding)])
         if self.dist.world > 1:
             flags = flags.to(self.device if tdist.get_backend() == "nccl" else "cpu")
             tdist.all_reduce(flags, op=tdist.ReduceOp.MAX)
@@ -310,12 +330,14 @@ class Trainer:
                "epoch_s": train["elapsed"], "skipped": int(train["skipped"] + val["skipped"])}
         state = self._state(self.dist.gather(self._rank_state()))
         if self.dist.main:
-            self._save(state, "last.pt")
+            # last.pt is written last: it is what a resume trusts, so everything it refers to (the
+            # metrics row, best.pt) is on disk before it. A kill in between only repeats this epoch.
+            self.metrics.append(row)
             if improved:
                 self._save(state, "best.pt")
             if c.keep_every and (epoch + 1) % c.keep_every == 0:
                 self._save(state, f"epoch-{epoch + 1:03d}.pt")
-            self.metrics.append(row)
+            self._save(state, "last.pt")
             self.tb.scalars({"loss/train": row["train_loss"], "loss/val": row["val_loss"],
                              "acc1/train": row["train_acc1"], "acc1/val": row["val_acc1"],
                              "acc5/val": row["val_acc5"], "lr": lr, "speed/images_per_s": row["images_per_s"],
@@ -329,11 +351,27 @@ class Trainer:
 
     def _nonfinite(self, epoch: int) -> int:
         p = self.progress
-        last = f"{self.run_dir / 'last.pt'} (end of epoch {p.epoch})" if p.epoch and self.run_dir \
-            else "none (no epoch finished)"
-        self.log.warn(f"the loss is not finite (nan or inf) in epoch {epoch + 1}, by step {p.step}: stopping. "
-                      f"The weights are not saved; the last good checkpoint is {last}. Try a lower "
-                      f"learning rate (--lr {self.config.lr / 10:g}) or grad_clip, then --resume.")
+        fixes = f"a lower learning rate (--lr {self.config.lr / 10:g}) or --set grad_clip=1"
+        if p.epoch and self.run_dir:
+            self.log.warn(f"the loss is not finite (nan or inf) in epoch {epoch + 1}, by step {p.step}: stopping. "
+                          f"The weights are not saved; the last good checkpoint is {self.run_dir / 'last.pt'} "
+                          f"(end of epoch {p.epoch}). Try {fixes}, then --resume {self.run_dir}.")
+        else:
+            self.log.warn(f"the loss is not finite (nan or inf) in epoch {epoch + 1}, by step {p.step}: stopping "
+                          f"before any checkpoint was written. Try {fixes}, and start again.")
+        return EXIT_NAN
+
+    def _exploding(self, epoch: int) -> int:
+        p, c = self.progress, self.config
+        loss = p.partial["loss"] / max(p.partial["n"], 1)
+        n = len(self.data.classes)
+        self.log.warn(
+            f"the training loss is {loss:,.4g} after {p.step} steps, more than {EXPLODING_FACTOR:g} times the "
+            f"{math.log(n):.2f} of a uniform guess over {n} classes: the net's outputs explode and it would not "
+            f"learn. Stopping; nothing is saved. The inputs are {'0..255 pixels minus the mean' if c.normalize == 'mean' else 'unit-scale'} "
+            f"(normalize = {c.normalize}) and lr = {c.lr:g}: try "
+            + ("--set normalize=mean_std, or " if c.normalize == "mean" else "")
+            + f"a lower --lr ({c.lr / 10:g}), or smaller weight_init in the spec.")
         return EXIT_NAN
 
     def _save_interrupted(self, epoch: int) -> None:
@@ -454,6 +492,7 @@ def train(net: Net, resolved: Resolved, *, resume_dir: Path | None = None,
     keep_freed_memory()
     dist = init_distributed(resolved.config.device)
     log = RunLog(dist)
+    lock = None
     try:
         run_dir = resume_dir or Path(resolved.config.out or default_run_dir(net))
         check_run_dir(run_dir, resuming=resume_state is not None)
@@ -464,11 +503,14 @@ def train(net: Net, resolved: Resolved, *, resume_dir: Path | None = None,
         trainer = Trainer(net, resolved, dist, log, run_dir if dist.main else None, resume_state)
         if dist.main:
             make_run_dir(run_dir)
+            lock = RunLock(run_dir).acquire()  # before anything is written there
             log.open(run_dir / "train.log")
             write_run_files(run_dir, net, resolved, dist, trainer.devices, argv or sys.argv)
             log.info(f"run directory: {run_dir}")
         return trainer.run()
     finally:
         log.close()
+        if lock is not None:
+            lock.release()
         if dist.world > 1 and tdist.is_initialized():
             tdist.destroy_process_group()
