@@ -10,6 +10,7 @@ import netdsl
 from netdsl import layers
 from netdsl.caffe.exporter import EXPORTERS, NO_EXPORTER
 from netdsl.lowering.builders import BUILDERS, NO_BUILDER
+from conftest import ROOT
 
 KINDS = sorted(layers.kinds())
 
@@ -52,3 +53,9 @@ def test_each_kind_lowers_to_the_shape_the_checker_inferred(kind):
     out = model(torch.randn(2, 4, 8, 8))
     assert tuple(out.shape) == (2, *x.shape), kind
     assert torch.isfinite(out).all()
+
+
+def test_stock_modules_where_they_compute_the_same():
+    # Tools that count FLOPs by exact module type (ptflops' default back end) miss subclasses.
+    model = netdsl.load(ROOT / "specs/alexnet-torchvision.net").to_torch()
+    assert [type(model.layer(n)) for n in ("conv1", "fc6", "fc8")] == [torch.nn.Conv2d, torch.nn.Linear, torch.nn.Linear]

@@ -51,6 +51,7 @@ class LayerKind:
     arity: tuple[int, int | None] = (1, 1)  # min, max inputs
     splits_channels: bool = False  # has weights producing output channels, so may be `cross`
     mixes_channels: bool = False  # no weights, but mixes channels: in towers each sees its own (LRN)
+    flattens: bool = False  # reads its input as one flat vector per sample (fc)
     aliases: tuple[str, ...] = ()
 
 

@@ -33,7 +33,7 @@ register(LayerKind(
     ], positional=("out",)),
     infer=_fc_infer, cost=_fc_cost, receptive_field=lambda node: "global",
     label=lambda node: f"{node.params['out']}" + (f", groups {groups(node)}" if groups(node) > 1 else ""),
-    splits_channels=True, aliases=("linear", "inner_product"),
+    splits_channels=True, flattens=True, aliases=("linear", "inner_product"),
 ))
 
 register(LayerKind(

@@ -18,8 +18,8 @@ from torch import nn
 from ..ir import Node, numel
 from ..layers import groups
 from ..layers.window import Window
-from .modules import (Add, CaffePool2d, ChannelScale, ChannelSlice, Concat, Eltwise, GroupedLinear, Linear,
-                      PaddedConv2d, Power, WithinChannelLRN)
+from .modules import (Add, CaffePool2d, ChannelScale, ChannelSlice, Concat, Eltwise, GroupedLinear, PaddedConv2d,
+                      Power, WithinChannelLRN)
 
 Builder = Callable[[Node], nn.Module]
 
@@ -46,7 +46,8 @@ def _axis_pads(w: Window) -> tuple[int, int]:
 def build_fc(node: Node) -> nn.Module:
     p, g = node.params, groups(node)
     n_in = numel(node.meta["in_shapes"][0])
-    module: nn.Linear = Linear(n_in, p["out"], p["bias"]) if g == 1 else GroupedLinear(n_in, p["out"], g, p["bias"])
+    # the stock nn.Linear (so tools that count FLOPs by module type see it); the plan flattens its input
+    module: nn.Linear = nn.Linear(n_in, p["out"], p["bias"]) if g == 1 else GroupedLinear(n_in, p["out"], g, p["bias"])
     init_weights(module, node)
     return module
 

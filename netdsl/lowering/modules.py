@@ -32,13 +32,6 @@ class PaddedConv2d(nn.Conv2d):
         return super().extra_repr() + f", pads(l,r,t,b)={self.pads}"
 
 
-class Linear(nn.Linear):
-    """nn.Linear that flattens everything after the batch axis first, like the spec's fc."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.flatten(1) if x.dim() > 2 else x, self.weight, self.bias)
-
-
 class GroupedLinear(nn.Linear):
     """A grouped fully connected layer (block-diagonal weight), stored like a grouped conv:
     weight [out, in / groups]. PyTorch's default init is the same as nn.Linear(in / groups, out)."""
@@ -48,8 +41,7 @@ class GroupedLinear(nn.Linear):
         self.groups, self.total_in = groups, in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
-        g, n = self.groups, x.shape[0]
+        g, n = self.groups, x.shape[0]  # x is flat: the plan flattens an fc's input (net.py)
         w = self.weight.view(g, -1, self.in_features)            # [g, out/g, in/g]
         y = torch.bmm(x.view(n, g, -1).transpose(0, 1), w.transpose(1, 2))  # [g, n, out/g]
         y = y.transpose(0, 1).reshape(n, -1)

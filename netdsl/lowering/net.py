@@ -99,9 +99,12 @@ class Step:
     gather: tuple[bool, ...]  # N devices: this argument comes from a split and is partitioned: concatenate
     first: tuple[bool, ...]   # N devices: this argument is replicated over towers: take tower 0's copy
     device: torch.device | None
+    flatten: bool = False  # an fc reading a CxHxW map: flatten it first (torchvision's torch.flatten(x, 1))
 
     def __call__(self, env: list) -> None:
         args = [self._arg(env[i], g, f) for i, g, f in zip(self.args, self.gather, self.first)]
+        if self.flatten:
+            args[0] = args[0].flatten(1)
         env[self.out] = self.module(*args)
 
     def _arg(self, value: Any, gather: bool, first: bool) -> torch.Tensor:
@@ -119,7 +122,7 @@ class TowerStep:
     out: int
     modes: tuple[str, ...]  # per argument: copy | copy_slice | own | gather | slice
     spans: tuple[tuple | None, ...]  # per tower: the input range a cross layer with groups reads
-    flatten: bool  # fc: the span is over flattened features
+    flatten: bool  # an fc reading a map: flatten it first (a span is then over flattened features)
     devices: tuple[torch.device, ...]
 
     def __call__(self, env: list) -> None:
@@ -127,9 +130,10 @@ class TowerStep:
         for t, (module, device) in enumerate(zip(self.modules, self.devices)):
             args = [self._arg(env[i], mode, t, device) for i, mode in zip(self.args, self.modes)]
             span = self.spans[t]
+            if self.flatten:
+                args[0] = args[0].flatten(1)
             if span is not None:
-                x = args[0].flatten(1) if self.flatten else args[0]
-                args[0] = x[:, span[0]:span[1]]
+                args[0] = args[0][:, span[0]:span[1]]
             outs.append(module(*args))
         env[self.out] = outs
 
@@ -271,15 +275,16 @@ class LoweredNet(nn.Module):
     def _step(self, node: Node, module: nn.Module, multi: bool) -> Step | TowerStep:
         args = tuple(self._slots[i] for i in node.inputs)
         srcs = [self._graph.node(i) for i in node.inputs]
+        flatten = layers.lookup(node.kind).flattens and len(srcs[0].shape) > 1
         if not (multi and node.towers):
             return Step(module, args, self._slots[node.name],
                         gather=tuple(multi and s.partitioned for s in srcs),
                         first=tuple(multi and bool(s.towers) and not s.partitioned for s in srcs),
-                        device=self._devices[0] if self._devices else None)
+                        device=self._devices[0] if self._devices else None, flatten=flatten)
         assert isinstance(module, TowerSplit)
         return TowerStep(tuple(module.towers), args, self._slots[node.name],
                          modes=tuple(_tower_mode(node, s) for s in srcs), spans=module.spans,
-                         flatten=node.kind == "fc", devices=tuple(self._devices))
+                         flatten=flatten, devices=tuple(self._devices))
 
     # -- running
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import LoweringError
 from ..ir import Graph, Node
-from .modules import GroupedLinear, Linear, PaddedConv2d, TowerLocal
+from .modules import GroupedLinear, PaddedConv2d, TowerLocal
 
 
 class TowerSplit(nn.Module):
@@ -142,7 +142,7 @@ def _fc_share(node: Node, fc: nn.Linear, t: int, n: int) -> tuple[nn.Module, tup
         lo, hi, g_t = _input_range(node, total_in, fc.out_features, g, t, n)
         span = None if (lo, hi) == (0, total_in) else (lo, hi)
     out, bias = fc.out_features // n, fc.bias is not None
-    share: nn.Linear = Linear(hi - lo, out, bias) if g_t == 1 else GroupedLinear(hi - lo, out, g_t, bias)
+    share: nn.Linear = nn.Linear(hi - lo, out, bias) if g_t == 1 else GroupedLinear(hi - lo, out, g_t, bias)
     return _copy_rows(fc, share, t, n), span
 
 
