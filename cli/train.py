@@ -7,7 +7,6 @@ Exit status: 0 done, 1 spec errors, 2 usage errors (bad data layout, settings, w
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,24 +107,29 @@ def _resume_spec(spec: str | None, state: dict[str, Any], resume: str) -> Net:
 
 
 def _torchrun(nproc: int, ctx: click.Context) -> int:
-    """Re-run this command under `python -m torch.distributed.run` with N local processes."""
+    """Run this command in N local processes, this process being torchrun's launcher (its elastic
+    agent, in-process rather than a child, so that its exit status and messages are ours).
+
+    Ctrl-C or SIGTERM reaches the agent, which passes the signal on to every rank (they run in
+    sessions of their own) and waits: the ranks save `last.pt` and stop, and the command exits with
+    128 + the signal number, as a one-process run does. A rank's own exit status (3 for a non-finite
+    loss) becomes the command's. The ranks die with this process (training/host.die_with_parent)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--nproc inside torchrun: torchrun already started the processes")
     args = _forward_args(ctx)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "netdsl.cli.main", "train", *args]
     click.echo(f"starting {nproc} processes: torchrun --standalone --nproc-per-node={nproc} "
-               f"-m netdsl.cli.main train {' '.join(args)}", err=True)
-    import signal
-    proc = subprocess.Popen(cmd)
-    # SIGTERM to this process goes on to torchrun, which passes it to every rank; Ctrl-C reaches
-    # them all directly. Either way the ranks save, so wait for them instead of killing them.
-    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
-    while True:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            continue
+               f"-m netdsl.cli train {' '.join(args)}", err=True)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+    try:
+        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "netdsl.cli", "train", *args]))
+    except SignalException as err:
+        return 128 + int(err.sigval)
+    except ChildFailedError as err:  # the ranks printed their own errors
+        codes = [f.exitcode for f in err.failures.values()]
+        return next((c for c in codes if c and c > 0), 128 - min(codes) if min(codes) < 0 else 1)
+    return 0
 
 
 def _command(ctx: click.Context) -> list[str]:
@@ -139,7 +143,7 @@ def _forward_args(ctx: click.Context) -> list[str]:
     if params.pop("spec", None):
         args.append(ctx.params["spec"])
     for name, value in params.items():
-        if name == "nproc" or value in (None, (), False):
+        if name == "nproc" or value is None or value is False or value == ():  # 0 is a value (--workers 0)
             continue
         opt = "--" + ("config" if name == "config_file" else "set" if name == "settings" else name.replace("_", "-"))
         if value is True:

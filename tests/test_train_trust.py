@@ -4,6 +4,8 @@ locked and written atomically, damaged checkpoints are refused, and a full disk 
 from __future__ import annotations
 
 import fcntl
+import signal
+import time
 import json
 import os
 import subprocess
@@ -194,3 +196,64 @@ def test_resume_after_a_kill_between_the_metrics_row_and_last_pt_repeats_the_epo
     assert cli("train", "--resume", run, "--epochs", "2")[0] == 0
     after = list(csv_rows(run / "metrics.csv"))
     assert [r["epoch"] for r in after] == ["1", "2"] and after[0] == rows[0] and after[1]["train_loss"] != "0"
+
+
+# ----------------------------------------------------------------------------- several processes
+
+
+def _ranks_of(out: Path) -> list[int]:
+    """Live processes whose command line names this run directory (the ranks, the launcher)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(out).encode() in (proc / "cmdline").read_bytes() and \
+                        (proc / "stat").read_text().split()[2] != "Z":
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _start_ddp(plain: Path, folder: Path, out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "netdsl.cli.main", "train", str(plain), "--data", str(folder), "--out", str(out),
+           "--epochs", "50", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--nproc", "2",
+           "--set", "log_every=1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    for _ in range(600):  # until the ranks train (the log names the first epoch's end, or steps ran)
+        if (out / "train.log").exists() and "epoch 1/50" in (out / "train.log").read_text():
+            return proc
+        if proc.poll() is not None:
+            raise AssertionError(proc.communicate())
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("the ranks never started training")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and /proc as on Linux")
+def test_sigterm_to_a_multi_process_run_saves_and_exits_143(plain, folder, tmp_path):
+    out = tmp_path / "ddp"
+    proc = _start_ddp(plain, folder, out)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stdout + stderr
+    assert "Traceback" not in stderr, stderr
+    assert (out / "last.pt").exists() and "saved" in stdout
+    assert checkpoint.load(out)["world"] == 2
+    assert not _ranks_of(out)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and /proc as on Linux")
+def test_kill_9_of_a_multi_process_run_takes_its_ranks_with_it(plain, folder, tmp_path):
+    out = tmp_path / "ddp"
+    proc = _start_ddp(plain, folder, out)
+    assert len(_ranks_of(out)) >= 3  # the launcher and two ranks
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the ranks have sessions of their own
+    proc.communicate(timeout=60)
+    for _ in range(300):
+        if not _ranks_of(out):
+            break
+        time.sleep(0.1)
+    assert not _ranks_of(out), "ranks outlived their launcher"

@@ -1,8 +1,9 @@
-"""Tuning the training process for shared CPUs. Nothing here imports torch: `passive_openmp` must run
-before torch is imported to have any effect."""
+"""The training process and the machine: tuning for shared CPUs, and dying with the parent. Nothing
+here imports torch: `passive_openmp` must run before torch is imported to have any effect."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 
@@ -28,3 +29,20 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 1 << 30)
     libc.mallopt(m_trim_threshold, 1 << 31)
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send `sig` when the parent dies (Linux; elsewhere nothing). torchrun starts its
+    ranks in sessions of their own, so a `kill -9` of `netdsl train --nproc N` (or of its process group)
+    would leave them training and writing the run directory; with this they get SIGTERM, save, and stop."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the request: act as the kernel would have
+        os.kill(os.getpid(), sig)

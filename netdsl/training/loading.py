@@ -31,9 +31,11 @@ def worker_count(config: Config, data: DataSet) -> int:
     return config.workers if config.workers >= 0 else min(8, os.cpu_count() or 1)
 
 
-def _ignore_sigint(_: int) -> None:
-    # Ctrl-C reaches the whole process group; the main process saves and stops the workers itself.
+def _ignore_stop_signals(_: int) -> None:
+    # Ctrl-C reaches the whole process group, and torchrun's agent signals a rank's whole session:
+    # the main process saves and stops the workers itself, so they must not die first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @dataclass
@@ -55,7 +57,8 @@ def make_loader(source: ImageSource, view: View, *, batch_size: int, workers: in
         num_workers=workers, collate_fn=pass_batch, pin_memory=pin_memory,
         # a full last batch only (when there is one): batch norm cannot train on a batch of 1
         drop_last=train and shard >= batch_size,
-        persistent_workers=(train if persistent is None else persistent) and workers > 0, worker_init_fn=_ignore_sigint if workers else None,
+        persistent_workers=(train if persistent is None else persistent) and workers > 0,
+        worker_init_fn=_ignore_stop_signals if workers else None,
         prefetch_factor=4 if workers else None,
         # the loader's own generator, so that making an iterator leaves the global RNG alone
         generator=torch.Generator().manual_seed(seed))

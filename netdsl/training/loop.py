@@ -28,7 +28,7 @@ from . import checkpoint
 from .config import Config, Resolved
 from .data import check_classes, image_input, open_data
 from .evaluate import evaluate
-from .host import keep_freed_memory
+from .host import die_with_parent, keep_freed_memory
 from .loading import (Loader, Preprocess, make_loader, noise_generator, resolve_normalize, stats_to_dict,
                       test_view, train_view, worker_count)
 from .metrics import Sums, TensorBoard, Throughput, percent, progress_bar
@@ -70,6 +70,7 @@ def init_distributed(device: str) -> Dist:
     if world <= 1:
         return Dist()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    die_with_parent()  # the launcher (netdsl train --nproc, or torchrun) dying stops this rank too
     cuda = torch.cuda.is_available() and not device.startswith("cpu")
     if cuda:
         torch.cuda.set_device(local % torch.cuda.device_count())
