@@ -7,6 +7,7 @@ each with its class's exit status (netdsl/errors.py).
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import sys
@@ -82,6 +83,13 @@ class NetdslGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("\ninterrupted (nothing saved since the last checkpoint)", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" writing {err.filename}" if err.filename else ""
+            report(UsageError(f"the disk is full{where}; files netdsl writes whole (checkpoints, run files) "
+                              "keep their previous contents"))
+            ctx.exit(UsageError.exit_code)
         except Exception as err:
             if type(err).__name__ == "OutOfMemoryError":  # torch's, without importing torch here
                 report(UsageError(f"out of memory: {str(err).splitlines()[0]}\n"

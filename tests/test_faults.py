@@ -100,3 +100,49 @@ def test_a_kill_during_any_write_loses_nothing(setup, tmp_path):
     # 4 writes at the start (config.yaml, spec.net, env.json, metrics.csv), then per epoch the row,
     # best.pt when better, last.pt, and epoch-002.pt: 14 or so, each killed once
     assert killed >= 12, killed
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (root, Linux); the test is skipped where one cannot be mounted."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if sys.platform != "linux" or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                                                 capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root on Linux)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(mount: Path) -> Path:
+    filler = mount / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_is_one_message_and_the_run_resumes_when_there_is_room(setup, small_disk):
+    out = small_disk / "run"
+    first = run(setup, out)  # 3 epochs fit in 4 MiB
+    assert first.returncode == 0, first.stdout + first.stderr
+    filler = _fill(small_disk)
+    env_before = (out / "env.json").read_text()
+    full = subprocess.run(
+        [sys.executable, "-m", "netdsl.cli", "train", "--resume", str(out), "--epochs", "5"], cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 2, full.stdout + full.stderr
+    assert "Traceback" not in full.stderr and "the disk is full" in full.stderr, full.stderr
+    assert (out / "env.json").read_text() == env_before  # never truncated in place
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3  # the last good state
+    assert not list(out.glob(".*.tmp"))
+    filler.unlink()
+    again = subprocess.run([sys.executable, "-m", "netdsl.cli", "train", "--resume", str(out), "--epochs", "5"],
+                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 5

@@ -71,7 +71,11 @@ class RunLog:
 
     def _write(self, msg: str) -> None:
         if self.file:
-            self.file.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} {msg}\n")
+            try:
+                self.file.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} {msg}\n")
+            except OSError as err:  # a full disk must not end a run over its log: say so once, go on
+                self.file = None
+                print(f"warning: train.log is no longer written ({err.strerror or err})", file=sys.stderr)
 
     def close(self) -> None:
         if self.file:
@@ -159,10 +163,13 @@ class RunLock:
             except FileNotFoundError:
                 pass
             f.close()
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {datetime.now():%Y-%m-%d %H:%M:%S}\n")
-        f.flush()
+        try:  # who holds it, for the message a second run prints; the lock itself is the flock
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {datetime.now():%Y-%m-%d %H:%M:%S}\n")
+            f.flush()
+        except OSError:  # a full disk: the lock holds all the same
+            pass
         self.file = f
         for tmp in self.path.parent.glob(".*.tmp"):  # half-written by a run that was killed
             tmp.unlink(missing_ok=True)
