@@ -11,6 +11,7 @@ from .elaborate import elaborate
 from .errors import MAX_SHOWN, NetdslError, SpecError, render_diagnostics
 from .ir import Graph
 from .lang import Source, Span, decode_spec, parse, read_spec
+from .lang.source import check_size
 from .passes import run_passes
 from .report import Report
 
@@ -103,6 +104,10 @@ def loads(text: str | bytes, name: str = "<spec>") -> Net:
 
 
 def check(source: Source) -> Net:
+    try:
+        check_size(len(source.text.encode("utf-8", "surrogatepass")))
+    except SpecError as err:
+        return _unreadable(err, source.name)
     try:
         return _check(source)
     except RecursionError:

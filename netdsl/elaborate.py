@@ -14,7 +14,7 @@ from typing import Any
 
 from . import layers
 from .diagnostics import Diagnostic, did_you_mean
-from .errors import ConfigError, SpecError
+from .errors import MAX_SHOWN, ConfigError, SpecError
 from .ir import BlockInstance, Graph, Node, Towers, repeat_suffix
 from .lang.ast import (Arg, BlockDef, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, Lit, Module, NetDecl,
                        RepeatStmt, ShapeExpr, Stmt, TowersBlock, TrainBlock)
@@ -25,9 +25,9 @@ from .layers.schema import IntType
 MAX_BLOCK_DEPTH = 32
 MAX_REPEAT = 100_000
 # Limits checked before the work: a spec that would expand past them is an error at the repeat or
-# block call that does it. 50,000 layers check in about 5 s (bench/RESULTS-check.md: ~100 us a layer);
+# block call that does it. 20,000 layers check in about 2 s (bench/RESULTS-check.md: ~100 us a layer);
 # the largest nets of torchvision's zoo have a few hundred.
-MAX_LAYERS = 50_000
+MAX_LAYERS = 20_000
 MAX_NAME = 200  # characters of one name
 BLOCK_INPUT = "in"
 
@@ -305,7 +305,8 @@ class Elaborator:
         if full is None and ref in self.graph:
             full = ref
         if full is None:
-            known = scope.visible() | {n.name for n in self.graph}
+            # suggestions cost a pass over every name: only for the diagnostics that will be shown
+            known = scope.visible() | set(self.graph._index) if len(self.diagnostics) < MAX_SHOWN else ()
             raise SpecError(f"unknown layer '{ref}'", span,
                             did_you_mean(ref, known) or ["a layer can only read layers defined before it"],
                             code="unknown-layer", layer=layer)

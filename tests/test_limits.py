@@ -50,7 +50,8 @@ EXPANSIONS = {
     "doubling blocks": _doubling_blocks(False),
     "doubling blocks with repeats": _doubling_blocks(True),
     "just over the limit": "input x: 3x8x8\nrepeat 300 { repeat 300 { r: relu } }\n",
-    "long names": "input x: 3x8x8\n" + "".join(f"{'n' * 100_000}{i}: relu\n" for i in range(100)),
+    "long names": "input x: 3x8x8\n" + "".join(f"{'n' * 100_000}{i}: relu\n" for i in range(10)),
+    "too large a file": "input x: 3x8x8\n" + "r: relu\n" * 200_000,
 }
 
 
@@ -65,7 +66,7 @@ def test_expansion_limits_are_checked_before_the_work():
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert [m for _, m, _ in found["nested repeats"]] == [
-        "repeat 100,000 of 100,000 layer(s) would make more than 50,000 layers (the limit)"]
+        "repeat 100,000 of 100,000 layer(s) would make more than 20,000 layers (the limit)"]
     assert found["recursive block with a repeat"] == [
         ["recursion", "block a calls itself (a -> a): it would nest more than 32 deep, without end", 1]]
     assert [c for c, _, _ in found["mutually recursive blocks"]] == ["recursion"]
@@ -73,8 +74,10 @@ def test_expansion_limits_are_checked_before_the_work():
     for name in ("doubling blocks", "doubling blocks with repeats"):
         assert [(c, line) for c, _, line in found[name]] == [("too-large", 33)], found[name]
     assert found["just over the limit"][0][1] == \
-        "repeat 300 of 300 layer(s) would make 90,001 layers; a spec may have at most 50,000"
-    assert len(found["long names"]) == 100
+        "repeat 300 of 300 layer(s) would make 90,001 layers; a spec may have at most 20,000"
+    assert len(found["long names"]) == 10
+    assert found["too large a file"] == [["unreadable", "file is 1,600,015 bytes; specs are limited to 1,048,576 bytes",
+                                          None]]
     assert all(m == "a name of 100,001 characters; names are limited to 200" or "100,00" in m
                for _, m, _ in found["long names"])
 

@@ -90,7 +90,13 @@ def evaluate(expr: Expr, env: Mapping[str, Any]) -> Any:
             return _checked(left // right, expr.span)
         if expr.op == "**" and abs(right) > 64:
             raise SpecError(f"exponent {right} is too large", expr.span, code="expression")
-        return _checked(_BINOPS[expr.op](left, right), expr.span)
+        try:
+            return _checked(_BINOPS[expr.op](left, right), expr.span)
+        except ZeroDivisionError:  # 0 ** -1
+            raise SpecError("division by zero", expr.span, code="expression") from None
+        except OverflowError:  # a float power past the largest float
+            raise SpecError(f"'{expr.op}' gives a number too large for a float", expr.span,
+                            code="expression") from None
     if isinstance(expr, TupleExpr):
         return tuple(evaluate(i, env) for i in expr.items)
     if isinstance(expr, ListExpr):
