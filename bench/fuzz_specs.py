@@ -27,7 +27,9 @@ Usage (from the repository root):
 
 Options: --per-spec N (100), --seed S (0), --timeout SECONDS (10, per check; per command with --cli),
 --memory-mb MB (2048, RLIMIT_AS of each check), --jobs J (os.cpu_count()), --cli, --cli-commands
-check,json,ir, --out DIR, --report FILE (every outcome as JSON), --reduce, --reduce-budget TESTS.
+check,json,ir, --out DIR, --report FILE (every outcome as JSON), --reduce, --reduce-budget TESTS,
+--no-recheck (by default a mutant that went over time while others ran is checked again alone, and
+counts as over time only if it is over time alone too).
 
 "In-process" means `netdsl.loads(bytes, name)` in a forked child, then what `netdsl check` does with
 the result: the diagnostics rendered, and for a clean net the report as text and as JSON and the IR
@@ -49,6 +51,7 @@ import os
 import re
 import resource
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -76,7 +79,8 @@ CLI_COMMANDS = ("check", "json", "ir")
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
 ALPHABET = '(){}[]<>:=,.;#"x0123456789+-*/' + LETTERS
-ODD_CHARS = ("\t", "\r", "\n", "\ufeff", "\u2028", "\u00a0", "é", "α", "\u0301", "😀", "\\", "'", "`", "$", "@", "!")
+ODD_CHARS = ("\t", "\r", "\n", "\ufeff", "\u2028", "\u00a0", "é", "α", "\u0301", "😀", "\\", "'", "`", "$", "@",
+             "!")
 KEYWORDS = ("net", "const", "input", "defaults", "train", "block", "repeat", "as", "towers", "cross", "expect", "in")
 KINDS = ("conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "global_avgpool", "lrn", "batchnorm",
          "relu", "tanh", "sigmoid", "gelu", "softmax", "dropout", "fc", "flatten", "concat", "add")
@@ -102,12 +106,14 @@ REPEAT_COUNTS = ("1000", "0", "-1", "1e999", "10**40", "2.5", "100000", "100001"
 NEST_COUNTS = (2, 3, 10, 100, 300, 1000, 10_000, 100_000, 1_000_000)
 TOWER_COUNTS = ("2", "3", "0", "1", "96", "-2", "1e999", "10**40", "4", "2.0")
 LONG_NAMES = (199, 200, 201, 1000, 100_000)
+REPLICATE_BYTES = 4_000_000  # replicate writes at most this much (specs may have 16 MB: the checker's limit)
 
 DEF_RE = re.compile(r"^([ \t]*)([A-Za-z_]\w*)([ \t]*:)(?![ \t]*\d)", re.M)
 INPUT_RE = re.compile(r"^[ \t]*input[ \t]+([A-Za-z_]\w*)", re.M)
 BLOCK_RE = re.compile(r"\bblock[ \t]+([A-Za-z_]\w*)[ \t]*\(([^)]*)\)")
 NUMBER_RE = re.compile(r"(?<![\w.])(\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\d+)(?![\w.])")
 SHAPE_RE = re.compile(r"(?<![\w.])\d+(?:x\d+)+(?![\w.])|(?<=expect )\d+\b")
+IDENT_RE = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?!\w)")
 KIND_RE = re.compile(r"^([ \t]*[A-Za-z_]\w*[ \t]*:[ \t]*)([A-Za-z_]\w*)", re.M)
 
 
@@ -395,12 +401,16 @@ def m_replicate(rng: Random, text: str):
     if not rows:
         return text, "no layers"
     body = [lines[i].strip() for i in rows]
-    names = sorted({DEF_RE.match(lines[i]).group(2) for i in rows}, key=len, reverse=True)
-    pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, names)) + r")(?!\w)")
+    names = {DEF_RE.match(lines[i]).group(2) for i in rows}
     k = rng.choice((2, 5, 20, 100, 400, 400, 2500))
+    size = sum(len(line) + 1 for line in body)
+    if size * 2 > REPLICATE_BYTES:  # already replicated, or very long names: big enough
+        return text, f"{len(body)} layers, {size:,} bytes: left as they are"
+    k = min(k, REPLICATE_BYTES // size)
     out = []
     for j in range(1, k + 1):
-        out.extend(pattern.sub(lambda m: f"{m.group(1)}_r{j}", line) for line in body)
+        out.extend(IDENT_RE.sub(lambda m: f"{m.group()}_r{j}" if m.group() in names else m.group(), line)
+                   for line in body)
     return text + "\n" + "\n".join(out) + "\n", f"{len(body)} layers x{k}"
 
 
@@ -542,6 +552,7 @@ class Outcome:
     first_error: str | None = None
     command: str | None = None       # CLI mode: the command that failed
     exit_codes: dict = field(default_factory=dict)
+    rechecked: bool = False          # a timeout checked again alone (recheck_timeouts)
 
     @property
     def failed(self) -> bool:
@@ -615,7 +626,8 @@ def check_cli(data: bytes, name: str, commands: tuple[str, ...], timeout: float,
     try:
         spec = workdir / f"{name}.net"
         spec.write_bytes(data)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env = {**os.environ, "PYTHONPATH": path}
         base = [sys.executable, "-m", "netdsl.cli", "check"]
         argv = {"check": base + [str(spec)], "json": base + ["--json", str(spec)],
                 "ir": base + ["--emit-ir", str(workdir / "x.yaml"), str(spec)]}
@@ -625,8 +637,8 @@ def check_cli(data: bytes, name: str, commands: tuple[str, ...], timeout: float,
         for command in commands:
             start = time.perf_counter()
             try:
-                proc = subprocess.run(argv[command], cwd=workdir, env=env, capture_output=True, text=True,
-                                      errors="replace", timeout=timeout,
+                proc = subprocess.run(argv[command], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                                      capture_output=True, text=True, errors="replace", timeout=timeout,
                                       preexec_fn=lambda: _limit_memory(memory_bytes))
             except subprocess.TimeoutExpired:
                 return {"status": "timeout", "command": command, "seconds": total + timeout, "exit_codes": codes}
@@ -667,7 +679,6 @@ def check_cli(data: bytes, name: str, commands: tuple[str, ...], timeout: float,
         return {"status": "clean" if rc == 0 else "errors", "errors": int(rc != 0), "seconds": total,
                 "exit_codes": codes, **result}
     finally:
-        import shutil
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -690,8 +701,7 @@ def _child(mutant: Mutant, mode: str, commands: tuple[str, ...], timeout: float,
             except MemoryError:
                 result = {"status": "memory", "exc_type": "MemoryError"}
             except BaseException as exc:  # noqa: BLE001 (this is what we are here to find)
-                result = {"status": "memory" if isinstance(exc, MemoryError) else "traceback",
-                          **_exception_fields(exc)}
+                result = {"status": "traceback", **_exception_fields(exc)}
             result["seconds"] = time.perf_counter() - start
         payload = json.dumps(result).encode()
     except MemoryError:
@@ -791,6 +801,22 @@ def run_mutants(mutants: list[Mutant], timeout: float = 10.0, memory_mb: int = 2
     return results  # type: ignore[return-value]
 
 
+def recheck_timeouts(outcomes: list[Outcome], mutants: list[Mutant] | dict[str, Mutant], timeout: float = 10.0,
+                     memory_mb: int = 2048, mode: str = "inprocess", commands: tuple[str, ...] = CLI_COMMANDS,
+                     fresh: bool = False) -> list[Outcome]:
+    """Check again, one at a time, the mutants that went over time while others ran beside them: a
+    timeout stays only if the mutant goes over time alone too (a loaded machine is not a hang)."""
+    if isinstance(mutants, list):
+        mutants = {m.id: m for m in mutants}
+    again = [mutants[o.id] for o in outcomes if o.status == "timeout"]
+    if not again:
+        return outcomes
+    redone = {o.id: o for o in run_mutants(again, timeout, memory_mb, 1, mode, commands, fresh=fresh)}
+    for o in redone.values():
+        o.rechecked = True
+    return [redone.get(o.id, o) for o in outcomes]
+
+
 def _run_fresh(mutants, timeout, memory_mb, jobs, mode, commands) -> list[Outcome]:
     with tempfile.TemporaryDirectory(prefix="netdsl-fuzz-batch-") as tmp:
         src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
@@ -877,6 +903,10 @@ def summary(outcomes: list[Outcome], wall: float | None = None, header: str = ""
         if s in ("crash", "contract") and not c[s]:
             continue
         out.append(f"{LABELS[s]:<24}{c[s]:>7}")
+    rechecked = [o for o in outcomes if o.rechecked]
+    if rechecked:
+        out.append(f"  (over time beside other checks, then checked again alone: {len(rechecked)}; "
+                   f"over time alone too: {sum(o.status == 'timeout' for o in rechecked)})")
     times = sorted(o.seconds for o in outcomes if o.status not in ("timeout",))
     if times:
         p = lambda q: times[min(len(times) - 1, int(q * len(times)))]  # noqa: E731
@@ -914,10 +944,16 @@ def describe_failures(outcomes: list[Outcome], mutants: dict[str, Mutant] | list
     out = []
     for sig, members in list(distinct_failures(outcomes).items())[:most]:
         o = min(members, key=lambda o: len(mutants[o.id].data))
-        out.append(f"--- {o.id} ({len(members)} like it): {o.status} {o.exc_type or ''}: {o.message or ''}"
-                   f"\n    at {o.netdsl_frame or o.frame} (last frame {o.frame})"
-                   f"{' command ' + o.command if o.command else ''}\n    mutations: {', '.join(o.mutations)}"
-                   f"\n{shorten(mutants[o.id].text())}")
+        what = f"{LABELS[o.status]}" + (f" ({o.seconds:.1f} s)" if o.status == "timeout" else "")
+        if o.exc_type or o.message:
+            what += f": {o.exc_type or ''}{': ' if o.exc_type and o.message else ''}{o.message or ''}"
+        if o.frame:
+            what += f"\n    at {o.netdsl_frame or o.frame}" + (f" (last frame {o.frame})" if o.netdsl_frame
+                                                              and o.netdsl_frame != o.frame else "")
+        if o.command:
+            what += f"\n    command: {o.command}, exit statuses {o.exit_codes}"
+        out.append(f"--- {o.id} ({len(members)} like it, {len(mutants[o.id].data):,} bytes): {what}"
+                   f"\n    mutations: {', '.join(o.mutations)}\n{shorten(mutants[o.id].text())}")
     return "\n".join(out)
 
 
@@ -936,7 +972,7 @@ def write_failures(folder: Path, outcomes: list[Outcome], mutants: dict[str, Mut
 # ---------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-spec", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -952,6 +988,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", type=Path, help="write every outcome as JSON here")
     ap.add_argument("--reduce", action="store_true", help="shrink one mutant per distinct failure")
     ap.add_argument("--reduce-budget", type=int, default=2000, help="checks per reduction, at most")
+    ap.add_argument("--no-recheck", action="store_true",
+                    help="keep timeouts as found (by default each is checked again alone first)")
     ap.add_argument("--show", metavar="ID", help="print mutant ID's text (e.g. lenet-0042) and exit")
     ap.add_argument("--list-mutators", action="store_true")
     ap.add_argument("--batch", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
@@ -969,7 +1007,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.list_mutators:
         for name, (weight, fn) in MUTATORS.items():
-            print(f"{name:<16} weight {weight:<4} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
+            print(f"{name:<16} weight {weight:<4} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}"
+                  .rstrip())
         return 0
     mutators = args.mutators.split(",") if args.mutators else None
     if mutators and any(m not in MUTATORS for m in mutators):
@@ -988,12 +1027,17 @@ def main(argv: list[str] | None = None) -> int:
 
     mutants = make_mutants(specs, args.per_spec, args.seed, mutators)
     by_id = {m.id: m for m in mutants}
-    header = (f"netdsl spec fuzzer: {mode}{' (' + ','.join(commands) + ')' if mode == 'cli' else ''}, seed {args.seed}, "
+    how = f"cli ({','.join(commands)})" if mode == "cli" else mode
+    header = (f"netdsl spec fuzzer: {how}, seed {args.seed}, "
               f"{len(specs)} specs x {args.per_spec} = {len(mutants)} mutants, jobs {args.jobs}, "
               f"caps {args.timeout:g} s / {args.memory_mb} MiB")
     print(f"fuzzing: {len(mutants)} mutants", file=sys.stderr)
     start = time.perf_counter()
     outcomes = run_mutants(mutants, args.timeout, args.memory_mb, args.jobs, mode, commands, progress=True)
+    if not args.no_recheck and any(o.status == "timeout" for o in outcomes):
+        n = sum(o.status == "timeout" for o in outcomes)
+        print(f"  checking the {n} over time again, one at a time", file=sys.stderr)
+        outcomes = recheck_timeouts(outcomes, by_id, args.timeout, args.memory_mb, mode, commands)
     wall = time.perf_counter() - start
     print(summary(outcomes, wall, header))
     groups = distinct_failures(outcomes)
@@ -1012,7 +1056,8 @@ def main(argv: list[str] | None = None) -> int:
             reduced = reduce_failure(smallest, by_id[smallest.id].data, args.reduce_budget, timeout=args.timeout,
                                      memory_mb=args.memory_mb, mode=mode, commands=commands)
             print(f"--- {i}. {' | '.join(str(s) for s in sig if s)} (from {smallest.id}, "
-                  f"{len(by_id[smallest.id].data):,} -> {len(reduced):,} bytes)\n{shorten(reduced.decode('utf-8', 'replace'))}")
+                  f"{len(by_id[smallest.id].data):,} -> {len(reduced):,} bytes)\n"
+                  f"{shorten(reduced.decode('utf-8', 'replace'))}")
             if args.out:
                 (args.out / f"reduced-{i}.net").write_bytes(reduced)
     return 1 if groups else 0
