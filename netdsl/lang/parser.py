@@ -246,7 +246,9 @@ def parse(source: Source) -> tuple[Module | None, list[Diagnostic]]:
     errors: list[Diagnostic] = []
     text = source.text
     same_cause: tuple[int, int] | None = None  # the token an unfinished statement ran into
-    while len(errors) < MAX_SYNTAX_ERRORS:
+    rounds = 0  # every round parses the whole text again: bounded, errors or not (400 open blocks took 4 s)
+    while len(errors) < MAX_SYNTAX_ERRORS and rounds < 2 * MAX_SYNTAX_ERRORS:
+        rounds += 1
         try:
             module = _parser().parse(text)
             return (None, errors) if errors else (module, [])
