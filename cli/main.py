@@ -17,14 +17,19 @@ import click
 
 import netdsl
 from netdsl.api import Net
-from netdsl.errors import DiagnosticsError, Error, NetdslError, UsageError
+from netdsl.errors import DiagnosticsError, Error, UsageError
 
 EXIT_INTERRUPTED = 130
 
 
 def load_or_exit(spec: str) -> Net:
     """Load a checked spec and print its warnings; spec errors and unusable paths go to the handler."""
-    net = netdsl.load(Path(spec)).raise_for_errors()
+    return checked(netdsl.load(Path(spec)))
+
+
+def checked(net: Net) -> Net:
+    """The net, its warnings printed; NetdslError (for the handler) when it has errors."""
+    net.raise_for_errors()
     if net.diagnostics:
         click.echo(net.render_diagnostics(), err=True)
     return net
@@ -124,13 +129,11 @@ def main() -> None:
               help="Write the IR to FILE (.json, or YAML for .yaml/.yml).")
 def check(spec: str, as_json: bool, emit_ir: str | None) -> None:
     """Check SPEC: resolve names, infer every shape, count parameters and multiply-adds."""
-    if as_json:  # a program reading stdout gets JSON whatever the outcome; people read stderr
-        net = netdsl.load(Path(spec))
-        if not net.ok:
-            click.echo(json.dumps({"name": net.graph.name if net.graph else None, "source": net.source.name,
-                                   "ok": False, "diagnostics": [d.to_dict() for d in net.diagnostics]}, indent=2))
-            raise NetdslError(net)
-    net = load_or_exit(spec)
+    net = netdsl.load(Path(spec))
+    if as_json and not net.ok:  # a program reading stdout gets JSON whatever the outcome; people read stderr
+        click.echo(json.dumps({"name": net.graph.name if net.graph else None, "source": net.source.name,
+                               "ok": False, "diagnostics": [d.to_dict() for d in net.diagnostics]}, indent=2))
+    net = checked(net)
     if emit_ir:
         write_ir(net, Path(emit_ir))
     if as_json:

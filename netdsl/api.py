@@ -90,7 +90,7 @@ def load(spec: str | os.PathLike, name: str | None = None) -> Net:
         except SpecError as err:
             return _unreadable(err, str(Path(spec)))
     else:
-        source = Source(spec.removeprefix("\ufeff"), name or "<spec>")
+        return _from_text(spec.removeprefix("\ufeff"), name or "<spec>")
     return check(source)
 
 
@@ -100,14 +100,19 @@ def loads(text: str | bytes, name: str = "<spec>") -> Net:
             return check(decode_spec(text, name))
         except SpecError as err:
             return _unreadable(err, name)
+    return _from_text(text, name)
+
+
+def _from_text(text: str, name: str) -> Net:
+    """A spec given as text: the size limit a file has (read_spec, decode_spec), then the check."""
+    try:
+        check_size(len(text.encode("utf-8", "surrogatepass")))
+    except SpecError as err:
+        return _unreadable(err, name)
     return check(Source(text, name))
 
 
 def check(source: Source) -> Net:
-    try:
-        check_size(len(source.text.encode("utf-8", "surrogatepass")))
-    except SpecError as err:
-        return _unreadable(err, source.name)
     try:
         return _check(source)
     except RecursionError:

@@ -3,7 +3,6 @@ loss that explodes stops with the cause, runs that cannot be extended say why, r
 locked and written atomically, damaged checkpoints are refused, and a full disk is one message."""
 from __future__ import annotations
 
-import fcntl
 import signal
 import time
 import json
@@ -20,7 +19,7 @@ from PIL import Image
 
 from cli.main import main
 from netdsl.training import checkpoint
-from netdsl.training.rundir import RunLock, write_atomic
+from netdsl.training.rundir import read_metrics, write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
@@ -72,7 +71,7 @@ def test_the_default_recipe_trains_a_plain_spec(plain, folder, tmp_path):
     code, out = cli("train", plain, "--data", folder, "--out", tmp_path / "run", *BASE)
     assert code == 0, out
     assert "normalize: auto -> mean_std" in out
-    rows = list(csv_rows(tmp_path / "run" / "metrics.csv"))
+    rows = list(read_metrics(tmp_path / "run" / "metrics.csv"))
     assert float(rows[-1]["val_acc1"]) > 90, rows[-1]
     assert json.dumps("mean_std") in json.dumps(checkpoint.load(tmp_path / "run")["config"])
 
@@ -92,12 +91,6 @@ def test_extending_a_finished_cosine_run_is_refused_with_the_fix(plain, folder, 
     assert "--set schedule=constant --lr RATE" in out
     code, out = cli("train", "--resume", run, "--epochs", "3", "--set", "schedule=constant", "--lr", "0.001")
     assert code == 0, out
-
-
-def csv_rows(path: Path):
-    import csv
-    with open(path, newline="") as f:
-        yield from csv.DictReader(f)
 
 
 # ----------------------------------------------------------------------------- the run directory
@@ -189,12 +182,12 @@ def test_damaged_checkpoints_are_refused_with_one_line(trained, tmp_path):
 def test_resume_after_a_kill_between_the_metrics_row_and_last_pt_repeats_the_epoch(plain, folder, tmp_path):
     run = tmp_path / "run"
     assert cli("train", plain, "--data", folder, "--out", run, *BASE, "--epochs", "1")[0] == 0
-    rows = list(csv_rows(run / "metrics.csv"))
+    rows = list(read_metrics(run / "metrics.csv"))
     # As if killed after epoch 2's row was written but before its last.pt: the row is dropped on resume.
     with open(run / "metrics.csv", "a") as f:
         f.write("2," + ",".join(["0"] * 13) + "\n")
     assert cli("train", "--resume", run, "--epochs", "2")[0] == 0
-    after = list(csv_rows(run / "metrics.csv"))
+    after = list(read_metrics(run / "metrics.csv"))
     assert [r["epoch"] for r in after] == ["1", "2"] and after[0] == rows[0] and after[1]["train_loss"] != "0"
 
 

@@ -28,8 +28,15 @@ RUN_KEYS = ("model", "config", "epoch", "step", "ranks", "world")  # what resumi
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """A crash leaves either the old checkpoint or the new one, never half of one (rundir.write_atomic);
     the weights carry a checksum that `load` verifies."""
-    state = {**state, "checksum": weights_checksum(state["model"])} if "model" in state else state
+    state = with_checksum(state)
     write_atomic(path, save=lambda f: torch.save(state, f))
+
+
+def with_checksum(state: dict[str, Any]) -> dict[str, Any]:
+    """The state with the SHA-256 of its weights (hashed once, however many files it is saved as)."""
+    if "model" not in state or "checksum" in state:
+        return state
+    return {**state, "checksum": weights_checksum(state["model"])}
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

@@ -31,11 +31,13 @@ def worker_count(config: Config, data: DataSet) -> int:
     return config.workers if config.workers >= 0 else min(8, os.cpu_count() or 1)
 
 
-def _ignore_stop_signals(_: int) -> None:
-    # Ctrl-C reaches the whole process group, and torchrun's agent signals a rank's whole session:
-    # the main process saves and stops the workers itself, so they must not die first.
+def _own_process_group(_: int) -> None:
+    # Ctrl-C reaches the terminal's whole process group, and torchrun's agent signals a rank's whole
+    # group: the main process saves and stops the workers itself, so they must not die first. A group of
+    # their own keeps both away; a direct SIGTERM (multiprocessing's clean-up at exit) still ends them,
+    # and torch's worker watchdog ends them if the main process dies.
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @dataclass
@@ -58,7 +60,7 @@ def make_loader(source: ImageSource, view: View, *, batch_size: int, workers: in
         # a full last batch only (when there is one): batch norm cannot train on a batch of 1
         drop_last=train and shard >= batch_size,
         persistent_workers=(train if persistent is None else persistent) and workers > 0,
-        worker_init_fn=_ignore_stop_signals if workers else None,
+        worker_init_fn=_own_process_group if workers else None,
         prefetch_factor=4 if workers else None,
         # the loader's own generator, so that making an iterator leaves the global RNG alone
         generator=torch.Generator().manual_seed(seed))

@@ -331,6 +331,7 @@ class Trainer:
                "epoch_s": train["elapsed"], "skipped": int(train["skipped"] + val["skipped"])}
         state = self._state(self.dist.gather(self._rank_state()))
         if self.dist.main:
+            state = checkpoint.with_checksum(state)  # best.pt, epoch-NNN.pt and last.pt share one hash
             # last.pt is written last: it is what a resume trusts, so everything it refers to (the
             # metrics row, best.pt) is on disk before it. A kill in between only repeats this epoch.
             self.metrics.append(row)

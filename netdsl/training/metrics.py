@@ -1,14 +1,14 @@
 """Accuracy counting, sums reduced across processes, throughput, TensorBoard and progress bars."""
 from __future__ import annotations
 
-import csv
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import torch
+
 
 def topk_correct(scores: torch.Tensor, target: torch.Tensor, ks: Iterable[int] = (1, 5)) -> torch.Tensor:
     """How many rows have the target among their k highest scores, for each k (capped at the
