@@ -1,5 +1,6 @@
-"""`netdsl export SPEC --format torchscript|onnx|prototxt -o FILE`: the lowered module, saved for
-deployment, or a Caffe deploy prototxt.
+"""`netdsl export SPEC --format torchscript|onnx|python|prototxt -o FILE`: the lowered module, saved for
+deployment; as one standalone PyTorch file (python: with --weights, FILE.pt beside it); or a Caffe
+deploy prototxt.
 
 torch is imported only when the command runs. Exit status: 0 written, 1 spec errors (or layers Caffe
 cannot express), 2 usage errors (bad weights file, missing ONNX packages, unwritable output).
@@ -26,13 +27,14 @@ FORMATS = (*EXPORT_FORMATS, "prototxt")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the initial weights.")
 @click.option("--logits", is_flag=True, help="Stop before a trailing softmax (export logits).")
 def export(spec: str, fmt: str, output: str, weights: str | None, seed: int, logits: bool) -> None:
-    """Export SPEC lowered to PyTorch, as TorchScript or ONNX (batch size stays free), or as a Caffe deploy
-    prototxt (docs/caffe.md)."""
+    """Export SPEC lowered to PyTorch, as TorchScript or ONNX (batch size stays free), as one standalone
+    Python file that needs only torch (python; with --weights, their state dict beside it as FILE.pt),
+    or as a Caffe deploy prototxt (docs/caffe.md)."""
     net = load_or_exit(spec)
     if fmt == "prototxt":
         from .caffe import export_prototxt
         export_prototxt(net, Path(output), weights)
         return
     from netdsl.lowering.export import export_model  # torch is imported here, not for `check`
-    path = export_model(net.graph, fmt, Path(output), weights=weights, seed=seed, logits=logits)
-    click.echo(f"wrote {path} ({fmt})")
+    paths = export_model(net.graph, fmt, Path(output), weights=weights, seed=seed, logits=logits, spec=spec)
+    click.echo(f"wrote {' and '.join(str(p) for p in paths)} ({fmt})")

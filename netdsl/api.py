@@ -46,13 +46,16 @@ class Net:
 
     def to_torch(self, devices: list | tuple | str | None = None, *, seed: int | None = None,
                  logits: bool = False, channels_last: bool = False, compile: bool = False,
-                 amp: str | None = None) -> "netdsl.lowering.LoweredNet":  # noqa: F821 (torch stays lazy)
-        """Lower to a torch.nn.Module (netdsl.lowering.LoweredNet); the contract is in docs/lowering.md.
-        `amp`: "bf16", "fp16", or "none" / None (the training settings' values)."""
+                 amp: str | None = None, towers: dict[str, str] | None = None
+                 ) -> "netdsl.lowering.LoweredNet":  # noqa: F821 (torch stays lazy)
+        """Lower to a torch.nn.Module (netdsl.lowering.LoweredNet, an fx GraphModule: `print(model.code)`);
+        the contract is in docs/lowering.md. `amp`: "bf16", "fp16", or "none" / None (the training
+        settings' values). `towers`: how a split runs on one device, e.g. {"conv": "split"}
+        (netdsl.lowering.options.TOWER_OPS; default: the fastest measured for the device and amp)."""
         self.raise_for_errors()
         from .lowering import lower  # torch is imported only here: `check` and `draw` never need it
         return lower(self.graph, devices, seed=seed, logits=logits, channels_last=channels_last,
-                     compile=compile, amp=amp)
+                     compile=compile, amp=amp, towers=towers)
 
     def render_diagnostics(self, limit: int = MAX_SHOWN) -> str:
         return render_diagnostics(self.diagnostics, self.source, limit)

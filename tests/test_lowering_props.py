@@ -89,7 +89,7 @@ def spec_text(shape: tuple[int, int, int], layers: list[dict]) -> str:
 
 def runtime_shapes(model, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
     seen: dict[str, tuple[int, ...]] = {}
-    for node in model.graph:
+    for node in model.ir:
         if node.kind != "input":
             model.layer(node.name).register_forward_hook(
                 lambda m, a, out, name=node.name: seen.__setitem__(name, tuple(out.shape[1:])))

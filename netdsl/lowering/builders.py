@@ -58,13 +58,23 @@ def _windowed_pool(mode: str) -> Builder:
         include_pad = node.params.get("include_pad", True)
         native = _native_pool(windows)
         if native is None:
-            return CaffePool2d(mode, windows, include_pad)
+            return _caffe_pool(mode, windows, include_pad)
         padding, ceil_mode = native
         kernel, stride = (windows[0].kernel, windows[1].kernel), (windows[0].stride, windows[1].stride)
         if mode == "max":
             return nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
         return nn.AvgPool2d(kernel, stride, padding, ceil_mode=ceil_mode, count_include_pad=include_pad)
     return build
+
+
+def _caffe_pool(mode: str, windows: tuple[Window, Window], include_pad: bool) -> nn.Module:
+    """Pad (or crop) to exactly the extent the checker's windows span, so floor pooling gives its count."""
+    extent = [(w.out() - 1) * w.stride + w.span for w in windows]  # padded length the windows need
+    pads = (windows[1].before, extent[1] - windows[1].size - windows[1].before,
+            windows[0].before, extent[0] - windows[0].size - windows[0].before)
+    declared = (windows[1].before, windows[1].after, windows[0].before, windows[0].after)
+    return CaffePool2d(mode, (windows[0].kernel, windows[1].kernel), (windows[0].stride, windows[1].stride),
+                       pads, declared, include_pad)
 
 
 def _native_pool(windows: tuple[Window, Window]) -> tuple[tuple[int, int], bool] | None:

@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.window import Window
-
 Pads = tuple[int, int, int, int]  # F.pad order: left, right, top, bottom
 
 
@@ -34,21 +32,22 @@ class PaddedConv2d(nn.Conv2d):
 
 class GroupedLinear(nn.Linear):
     """A grouped fully connected layer (block-diagonal weight), stored like a grouped conv:
-    weight [out, in / groups]. PyTorch's default init is the same as nn.Linear(in / groups, out)."""
+    weight [out, in / groups]; `in_features` is what it reads (all groups). PyTorch's default init is
+    the same as nn.Linear(in / groups, out)."""
 
     def __init__(self, in_features: int, out_features: int, groups: int, bias: bool = True) -> None:
         super().__init__(in_features // groups, out_features, bias)
-        self.groups, self.total_in = groups, in_features
+        self.groups, self.in_features = groups, in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g, n = self.groups, x.shape[0]  # x is flat: the plan flattens an fc's input (net.py)
-        w = self.weight.view(g, -1, self.in_features)            # [g, out/g, in/g]
+        g, n = self.groups, x.shape[0]  # x is flat: the generated code flattens an fc's input
+        w = self.weight.view(g, -1, self.in_features // g)       # [g, out/g, in/g]
         y = torch.bmm(x.view(n, g, -1).transpose(0, 1), w.transpose(1, 2))  # [g, n, out/g]
         y = y.transpose(0, 1).reshape(n, -1)
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        return f"in_features={self.total_in}, out_features={self.out_features}, groups={self.groups}, " \
+        return f"in_features={self.in_features}, out_features={self.out_features}, groups={self.groups}, " \
                f"bias={self.bias is not None}"
 
 
@@ -62,15 +61,11 @@ class CaffePool2d(nn.Module):
     overhang past it does not; with include_pad=false only real input positions count.
     """
 
-    def __init__(self, mode: str, windows: tuple[Window, Window], include_pad: bool = True) -> None:
+    def __init__(self, mode: str, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads, declared: Pads,
+                 include_pad: bool = True) -> None:
         super().__init__()
-        self.mode, self.include_pad = mode, include_pad
-        self.kernel = (windows[0].kernel, windows[1].kernel)
-        self.stride = (windows[0].stride, windows[1].stride)
-        self.declared: Pads = (windows[1].before, windows[1].after, windows[0].before, windows[0].after)
-        extent = [(w.out() - 1) * w.stride + w.span for w in windows]  # padded length the windows need
-        self.pads: Pads = (windows[1].before, extent[1] - windows[1].size - windows[1].before,
-                           windows[0].before, extent[0] - windows[0].size - windows[0].before)
+        self.mode, self.kernel, self.stride, self.include_pad = mode, tuple(kernel), tuple(stride), include_pad
+        self.pads, self.declared = tuple(pads), tuple(declared)  # what is padded (or cropped); what the spec says
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "max":
@@ -171,6 +166,7 @@ class ChannelScale(nn.Module):
 
     def __init__(self, channels: int, bias: bool) -> None:
         super().__init__()
+        self.channels = channels
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
 
@@ -196,6 +192,47 @@ class Power(nn.Module):
 
     def extra_repr(self) -> str:
         return f"power={self.power}, scale={self.scale}, shift={self.shift}"
+
+
+class TowerConv2d(nn.Conv2d):
+    """A tower-local conv as one convolution per tower (concatenated), with the grouped conv's weight
+    and state dict: the alternative to cuDNN's grouped kernel that the lowering may pick per layer."""
+
+    def __init__(self, *args: Any, towers: int, pads: Pads = (0, 0, 0, 0), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.towers, self.pads = towers, tuple(pads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(self.pads):
+            x = F.pad(x, self.pads)
+        t, g = self.towers, self.groups // self.towers
+        bias = self.bias.chunk(t) if self.bias is not None else [None] * t
+        return torch.cat([F.conv2d(part, w, b, self.stride, self.padding, self.dilation, g)
+                          for part, w, b in zip(x.chunk(t, 1), self.weight.chunk(t), bias)], 1)
+
+    def extra_repr(self) -> str:
+        pads = f", pads(l,r,t,b)={self.pads}" if any(self.pads) else ""
+        return super().extra_repr() + f", towers={self.towers}" + pads
+
+
+class TowerLRN(nn.LocalResponseNorm):
+    """Across-channel LRN whose channel window stops at tower boundaries, as one chain of ops (no
+    slices, no cat): PyTorch's own formulation (F.local_response_norm) with the towers as the pooled
+    tensor's channel axis, i.e. x / (k + alpha * mean of x^2 over the window in its tower)^beta."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, towers: int = 1) -> None:
+        super().__init__(size, alpha, beta, k)
+        self.towers = towers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.size
+        sq = (x * x).unflatten(1, (self.towers, -1))                  # N, towers, C / towers, H, W
+        sq = F.pad(sq, (0, 0, 0, 0, n // 2, (n - 1) // 2))            # zeros at each tower's edges
+        mean = F.avg_pool3d(sq, (n, 1, 1), stride=1).flatten(1, 2)    # N, C, H, W
+        return x / (self.k + self.alpha * mean).pow(self.beta)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", towers={self.towers}"
 
 
 class TowerLocal(nn.Module):

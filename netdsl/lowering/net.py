@@ -1,9 +1,9 @@
-"""Lowering: a checked IR Graph -> a torch.nn.Module that computes the same network.
+"""Lowering: a checked IR Graph -> a torch.fx GraphModule that computes the same network.
 
 Analysis and code generation are kept apart, as in torch.fx: the passes decided every shape, group
 and tower placement; this module only reads `node.params` / `node.meta`, builds one module per layer
-through the builders table (builders.py), and turns the graph into a plan of steps that
-`LoweredNet.forward` runs in order.
+through the builders table (builders.py), registers them under the spec's names, and has codegen.py
+write `forward` as straight-line code over them (`print(model.code)`).
 
 Two layouts, same weights:
 - one device: a split's tower-local conv/fc are grouped ops (groups x towers), channel-mixing layers
@@ -15,18 +15,22 @@ Two layouts, same weights:
 from __future__ import annotations
 
 import contextlib
+import keyword
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from .. import layers
 from ..errors import LoweringError
-from ..ir import Graph, Node, fmt_shape
+from ..ir import Graph, Node
 from .builders import BUILDERS
+from .codegen import generate
 from .devices import DeviceLike, amp_dtype, resolve_devices
-from .modules import TowerLocal
+from .modules import TowerConv2d, TowerLocal, TowerLRN
+from .options import tower_ops
 from .towers import TowerSplit, canonical_keys, own_slice, tower_module
 
 # Producers whose output an in-place ReLU may overwrite: a fresh tensor their backward does not need.
@@ -39,15 +43,18 @@ _RESERVED = {"training"}  # nn.Module assigns it after construction
 
 def lower(graph: Graph, devices: Sequence[DeviceLike] | DeviceLike | None = None, *, seed: int | None = None,
           logits: bool = False, channels_last: bool = False, compile: bool = False,
-          amp: str | None = None) -> "LoweredNet":
+          amp: str | None = None, towers: dict[str, str] | None = None) -> "LoweredNet":
     """Build the module for a checked graph (see docs/lowering.md for the contract)."""
-    dtype = amp_dtype(amp)
-    placed = resolve_devices(graph, devices)
+    placed = tuple(resolve_devices(graph, devices))
+    ops = tower_ops(towers, placed[0].type if placed else "cpu", amp)
+    options = Options(placed, logits, amp_dtype(amp), channels_last, ops)
     consumers = graph.consumers()
     with seeded(seed):
-        modules = {n.name: build_node(graph, n, multi=len(placed) > 1, consumers=consumers)
+        modules = {n.name: build_node(graph, n, multi=len(placed) > 1, consumers=consumers, ops=ops)
                    for n in graph if n.kind != "input"}
-    model = LoweredNet(graph, modules, placed, logits=logits, amp=dtype, channels_last=channels_last)
+    root = _layer_tree(graph, {name: _place(graph, graph.node(name), m, options.devices)
+                               for name, m in modules.items()})
+    model = LoweredNet.build(graph, root, options)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile:
@@ -66,8 +73,10 @@ def seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def build_node(graph: Graph, node: Node, multi: bool, consumers: dict[str, list[Node]] | None = None) -> nn.Module:
-    """The one-device module for a layer (built on the CPU, the spec's init applied)."""
+def build_node(graph: Graph, node: Node, multi: bool, consumers: dict[str, list[Node]] | None = None,
+               ops: dict[str, str] | None = None) -> nn.Module:
+    """The one-device module for a layer (built on the CPU, the spec's init applied); `ops` says how
+    a split's towers run on one device (options.TOWER_OPS; N devices split the module instead)."""
     build = BUILDERS.get(node.kind)
     if build is None:
         raise LoweringError(f"{node.name}: no PyTorch lowering for layer kind '{node.kind}'")
@@ -75,9 +84,28 @@ def build_node(graph: Graph, node: Node, multi: bool, consumers: dict[str, list[
     if node.kind == "relu" and node.params.get("slope", 0.0) >= 0 and \
             _inplace_ok(graph, node, multi, consumers or graph.consumers()):
         module.inplace = True
-    if node.partitioned and layers.lookup(node.kind).mixes_channels:
-        module = TowerLocal(module, graph.towers[node.towers].count)
+    if not node.partitioned:
+        return module
+    towers, ops = graph.towers[node.towers].count, ops or tower_ops(None)
+    if multi:
+        return TowerLocal(module, towers) if layers.lookup(node.kind).mixes_channels else module
+    if isinstance(module, nn.LocalResponseNorm) and ops["lrn"] == "fused":
+        return TowerLRN(module.size, module.alpha, module.beta, module.k, towers=towers)
+    if layers.lookup(node.kind).mixes_channels:
+        return TowerLocal(module, towers)
+    if isinstance(module, nn.Conv2d) and own_slice(node) and ops["conv"] == "split":
+        return _split_conv(module, towers)
     return module
+
+
+def _split_conv(conv: nn.Conv2d, towers: int) -> nn.Conv2d:
+    """The grouped conv as TowerConv2d (one conv per tower), with the same weights (built on the meta
+    device, so no initialisation draws from the seeded RNG)."""
+    split = TowerConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                        conv.dilation, conv.groups, conv.bias is not None, towers=towers,
+                        pads=getattr(conv, "pads", (0, 0, 0, 0)), device="meta")
+    split.load_state_dict(conv.state_dict(), assign=True)
+    return split
 
 
 def _inplace_ok(graph: Graph, node: Node, multi: bool, consumers: dict[str, list[Node]]) -> bool:
@@ -87,171 +115,27 @@ def _inplace_ok(graph: Graph, node: Node, multi: bool, consumers: dict[str, list
     # N devices: a tensor replicated into a split may be the same object in every tower.
     return not (multi and node.replicated)
 
-# ---------------------------------------------------------------------------------- the plan
+# ---------------------------------------------------------------------------------- the module tree
 
-@dataclass(frozen=True)
-class Step:
-    """Run one layer on one device: env[out] = module(*env[args])."""
-
-    module: nn.Module
-    args: tuple[int, ...]
-    out: int
-    gather: tuple[bool, ...]  # N devices: this argument comes from a split and is partitioned: concatenate
-    first: tuple[bool, ...]   # N devices: this argument is replicated over towers: take tower 0's copy
-    device: torch.device | None
-    flatten: bool = False  # an fc reading a CxHxW map: flatten it first (torchvision's torch.flatten(x, 1))
-
-    def __call__(self, env: list) -> None:
-        args = [self._arg(env[i], g, f) for i, g, f in zip(self.args, self.gather, self.first)]
-        if self.flatten:
-            args[0] = args[0].flatten(1)
-        env[self.out] = self.module(*args)
-
-    def _arg(self, value: Any, gather: bool, first: bool) -> torch.Tensor:
-        if gather:
-            return torch.cat([v.to(self.device) for v in value], dim=1)
-        return value[0] if first else value
+def _place(graph: Graph, node: Node, module: nn.Module, devices: Sequence[torch.device]) -> nn.Module:
+    """The module on its device: one device as is; on N devices a split layer becomes a TowerSplit."""
+    if len(devices) <= 1 or not node.towers:
+        return module.to(devices[0]) if devices else module
+    n = len(devices)
+    with torch.random.fork_rng(devices=[]):  # the shares' throw-away init must not move the caller's RNG
+        shares = [tower_module(graph, node, module, t, n) for t in range(n)]
+    return TowerSplit([m for m, _ in shares], devices, [span for _, span in shares])
 
 
-@dataclass(frozen=True)
-class TowerStep:
-    """Run one split layer on N devices; env[out] becomes a list of N tensors (one per tower)."""
-
-    modules: tuple[nn.Module, ...]
-    args: tuple[int, ...]
-    out: int
-    modes: tuple[str, ...]  # per argument: copy | copy_slice | own | gather | slice
-    spans: tuple[tuple | None, ...]  # per tower: the input range a cross layer with groups reads
-    flatten: bool  # an fc reading a map: flatten it first (a span is then over flattened features)
-    devices: tuple[torch.device, ...]
-
-    def __call__(self, env: list) -> None:
-        outs = []
-        for t, (module, device) in enumerate(zip(self.modules, self.devices)):
-            args = [self._arg(env[i], mode, t, device) for i, mode in zip(self.args, self.modes)]
-            span = self.spans[t]
-            if self.flatten:
-                args[0] = args[0].flatten(1)
-            if span is not None:
-                args[0] = args[0][:, span[0]:span[1]]
-            outs.append(module(*args))
-        env[self.out] = outs
-
-    def _arg(self, value: Any, mode: str, t: int, device: torch.device) -> torch.Tensor:
-        if mode == "copy":
-            return value.to(device)
-        if mode == "own":
-            return value[t]
-        if mode == "gather":
-            return torch.cat([v.to(device) for v in value], dim=1)
-        # a replicated tensor meeting a partitioned one (e.g. add): keep this tower's channels
-        full = value.to(device) if mode == "copy_slice" else value[t]
-        c = full.shape[1] // len(self.devices)
-        return full[:, t * c:(t + 1) * c]
-
-
-@dataclass(frozen=True)
-class Plan:
-    steps: tuple[Step | TowerStep, ...]
-    outputs: tuple[int, ...]
-    gather_outputs: tuple[bool, ...]
-    frees: tuple[tuple[int, ...], ...]  # slots released after each step (their last reader ran)
-
-
-def _frees(steps: Sequence[Step | TowerStep], outputs: Sequence[int]) -> tuple[tuple[int, ...], ...]:
-    last: dict[int, int] = {}
-    for i, step in enumerate(steps):
-        for a in step.args:
-            last[a] = i
-    out: list[list[int]] = [[] for _ in steps]
-    for slot, i in last.items():
-        if slot not in outputs:
-            out[i].append(slot)
-    return tuple(tuple(x) for x in out)
-
-
-# ---------------------------------------------------------------------------------- the module
-
-class LoweredNet(nn.Module):
-    """A spec lowered to PyTorch. Submodules are named after the spec's layers (see docs/lowering.md)."""
-
-    def __init__(self, graph: Graph, modules: dict[str, nn.Module], devices: list[torch.device], *,
-                 logits: bool = False, amp: torch.dtype | None = None, channels_last: bool = False) -> None:
-        super().__init__()
-        # Every plain attribute is set before the layers are registered: a layer may share its name.
-        self._graph, self._devices = graph, devices
-        self._slots = {n.name: i for i, n in enumerate(graph)}
-        self._input_nodes = graph.inputs()
-        self._amp = amp
-        self._channels_last = channels_last
-        self._softmaxes = _trailing_softmaxes(graph)
-        multi = len(devices) > 1
-        placed = {name: self._place(graph.node(name), module, multi) for name, module in modules.items()}
-        for name, module in placed.items():
-            self._register(graph.node(name), module)
-        self._full_plan = self._make_plan(placed, skip=())
-        self._logits_plan = self._make_plan(placed, skip=self._softmaxes)
-        self._plan = self._logits_plan if logits else self._full_plan
-        if multi:
-            self.register_load_state_dict_post_hook(canonical_keys)
-
-    # -- public API
-
-    @property
-    def graph(self) -> Graph:
-        return self._graph
-
-    @property
-    def devices(self) -> list[torch.device]:
-        return list(self._devices)
-
-    @property
-    def output_device(self) -> torch.device | None:
-        return self._devices[0] if self._devices else None
-
-    @property
-    def ends_in_softmax(self) -> bool:
-        return bool(self._softmaxes)
-
-    @property
-    def output_names(self) -> list[str]:
-        """The layers whose outputs forward returns (a trailing softmax's input when logits=True)."""
-        return [self._graph.nodes[i].name for i in self._plan.outputs]
-
-    def layer(self, name: str) -> nn.Module:
-        """The submodule of a spec layer; a split layer on N devices is its TowerSplit."""
-        if name not in self._slots or self._graph.node(name).kind == "input":
-            raise KeyError(f"{self._graph.name} has no layer '{name}'")
-        module: nn.Module = self
-        for part in self._graph.node(name).path:
-            module = module._modules[part]  # type: ignore[assignment]
-        return module
-
-    def forward(self, *inputs: torch.Tensor) -> Any:
-        return self._run(inputs, self._plan)
-
-    def logits(self, *inputs: torch.Tensor) -> Any:
-        """The outputs before a trailing softmax (the same as forward when there is none)."""
-        return self._run(inputs, self._logits_plan)
-
-    # -- building
-
-    def _place(self, node: Node, module: nn.Module, multi: bool) -> nn.Module:
-        if not multi:
-            return module.to(self._devices[0]) if self._devices else module
-        if not node.towers:
-            return module.to(self._devices[0])
-        n = len(self._devices)
-        with torch.random.fork_rng(devices=[]):  # the shares' throw-away init must not move the caller's RNG
-            shares = [tower_module(self._graph, node, module, t, n) for t in range(n)]
-        return TowerSplit([m for m, _ in shares], self._devices, [span for _, span in shares])
-
-    def _register(self, node: Node, module: nn.Module) -> None:
-        """Register under the layer's module path: a block instance's layers nest in a module of its own."""
-        name, parts = node.name, node.path
+def _layer_tree(graph: Graph, modules: dict[str, nn.Module]) -> nn.Module:
+    """Every layer registered under its module path: a block instance's layers nest in a plain
+    nn.Module of their own, so state-dict keys are the dotted layer names (`inception_3a.b1.conv`)."""
+    root = nn.Module()
+    for name, module in modules.items():
+        parts = graph.node(name).path
         if any(p in _RESERVED or not p for p in parts):
             raise LoweringError(f"layer name '{name}' cannot be a PyTorch module name; rename it")
-        parent: nn.Module = self
+        parent = root
         for part in parts[:-1]:
             scope = parent._modules.get(part)
             if scope is None:
@@ -262,84 +146,160 @@ class LoweredNet(nn.Module):
         if parts[-1] in parent._modules:
             raise LoweringError(f"layer '{name}' clashes with a block scope of the same name; rename one")
         parent._modules[parts[-1]] = module  # not add_module: 'eval' or 'to' are fine layer names
-
-    def _make_plan(self, placed: dict[str, nn.Module], skip: Sequence[str]) -> Plan:
-        graph, multi = self._graph, len(self._devices) > 1
-        steps = [self._step(graph.node(name), module, multi) for name, module in placed.items()
-                 if name not in skip]
-        outputs = [self._slots[graph.node(n.name).inputs[0] if n.name in skip else n.name]
-                   for n in graph.outputs()]
-        gather = tuple(multi and graph.nodes[i].partitioned for i in outputs)
-        return Plan(tuple(steps), tuple(outputs), gather, _frees(steps, outputs))
-
-    def _step(self, node: Node, module: nn.Module, multi: bool) -> Step | TowerStep:
-        args = tuple(self._slots[i] for i in node.inputs)
-        srcs = [self._graph.node(i) for i in node.inputs]
-        flatten = layers.lookup(node.kind).flattens and len(srcs[0].shape) > 1
-        if not (multi and node.towers):
-            return Step(module, args, self._slots[node.name],
-                        gather=tuple(multi and s.partitioned for s in srcs),
-                        first=tuple(multi and bool(s.towers) and not s.partitioned for s in srcs),
-                        device=self._devices[0] if self._devices else None, flatten=flatten)
-        assert isinstance(module, TowerSplit)
-        return TowerStep(tuple(module.towers), args, self._slots[node.name],
-                         modes=tuple(_tower_mode(node, s) for s in srcs), spans=module.spans,
-                         flatten=flatten, devices=tuple(self._devices))
-
-    # -- running
-
-    def _run(self, inputs: Sequence[torch.Tensor], plan: Plan) -> Any:
-        env: list[Any] = [None] * len(self._slots)
-        for node, x in zip(self._input_nodes, self._check_inputs(inputs)):
-            env[self._slots[node.name]] = x
-        with self._autocast(inputs):
-            for step, free in zip(plan.steps, plan.frees):
-                step(env)
-                for slot in free:
-                    env[slot] = None
-        outs = tuple(torch.cat([v.to(self._devices[0]) for v in env[i]], dim=1) if g
-                     else (env[i][0] if isinstance(env[i], list) else env[i])
-                     for i, g in zip(plan.outputs, plan.gather_outputs))
-        return outs[0] if len(outs) == 1 else outs
-
-    def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        names = self._input_nodes
-        if len(inputs) != len(names):
-            raise TypeError(f"{self._graph.name} takes {len(names)} input(s) "
-                            f"({', '.join(n.name for n in names)}), got {len(inputs)}")
-        out = []
-        for node, x in zip(names, inputs):
-            want = tuple(node.params["shape"])
-            if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != want or x.dim() != len(want) + 1:
-                got = fmt_shape(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ValueError(f"{self._graph.name}: input '{node.name}' is declared {fmt_shape(want)} "
-                                 f"(so Nx{fmt_shape(want)} with the batch), got {got}")
-            if self._devices:
-                x = x.to(self._devices[0], non_blocking=True)
-            if self._channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            out.append(x)
-        return out
-
-    def _autocast(self, inputs: Sequence[torch.Tensor]) -> contextlib.AbstractContextManager:
-        if self._amp is None:
-            return contextlib.nullcontext()
-        types = {d.type for d in self._devices} or {inputs[0].device.type}
-        stack = contextlib.ExitStack()
-        for device_type in sorted(types):
-            stack.enter_context(torch.autocast(device_type, dtype=self._amp))
-        return stack
+    return root
 
 
-def _tower_mode(node: Node, src: Node) -> str:
-    """How tower t gets one argument of a split layer on N devices."""
-    mixing = node.partitioned and not layers.lookup(node.kind).splits_channels
-    if not src.towers:  # from outside the split: replicated onto every tower's device
-        return "copy_slice" if mixing else "copy"
-    if src.partitioned:
-        kind = layers.lookup(node.kind)
-        return "gather" if kind.splits_channels and not own_slice(node) else "own"
-    return "slice" if mixing else "own"
+# ---------------------------------------------------------------------------------- the module
+
+@dataclass(frozen=True)
+class Options:
+    """How a graph was lowered (kept in `model.meta["netdsl"]`, which fx copies with the module)."""
+
+    devices: tuple[torch.device, ...]
+    logits: bool
+    amp: torch.dtype | None
+    channels_last: bool
+    towers: dict[str, str]  # how towers run on one device (options.TOWER_OPS)
+
+
+@dataclass(frozen=True)
+class Lowered:
+    ir: Graph
+    options: Options
+
+
+class LoweredNet(fx.GraphModule):
+    """A spec lowered to PyTorch: an fx GraphModule whose submodules are the spec's layers and whose
+    `forward` is generated code (`print(model.code)`); see docs/lowering.md for the contract."""
+
+    def __init__(self, root: nn.Module | dict, graph: fx.Graph, class_name: str = "LoweredNet") -> None:
+        super().__init__(root, graph, class_name)
+        if isinstance(root, nn.Module):
+            # fx copies only the modules the code calls, into plain nn.Module shells; keep the tree as
+            # built instead (block scopes in spec order, TowerSplits with their state-dict hooks).
+            self._modules.clear()
+            self._modules.update(root._modules)
+            for node in graph.nodes:
+                if node.op == "call_module" and node.target in root.__dict__:  # an alias (see _alias)
+                    self.__dict__[node.target] = root.__dict__[node.target]
+
+    @classmethod
+    def build(cls, ir: Graph, root: nn.Module, options: Options) -> "LoweredNet":
+        skip = _trailing_softmaxes(ir) if options.logits else ()
+        graph = _code(ir, root, options, skip)
+        model = cls(root, graph, class_name=_class_name(ir.name))
+        model.meta["netdsl"] = Lowered(ir, options)
+        if len(options.devices) > 1:
+            model.register_load_state_dict_post_hook(canonical_keys)
+        return model
+
+    # -- public API
+
+    @property
+    def ir(self) -> Graph:
+        """The checked netdsl IR this module was lowered from (`model.graph` is the fx graph)."""
+        return self._lowered.ir
+
+    @property
+    def devices(self) -> list[torch.device]:
+        return list(self._lowered.options.devices)
+
+    @property
+    def output_device(self) -> torch.device | None:
+        devices = self._lowered.options.devices
+        return devices[0] if devices else None
+
+    @property
+    def ends_in_softmax(self) -> bool:
+        return bool(_trailing_softmaxes(self.ir))
+
+    @property
+    def output_names(self) -> list[str]:
+        """The layers whose outputs forward returns (a trailing softmax's input when logits=True)."""
+        skip = _trailing_softmaxes(self.ir) if self._lowered.options.logits else ()
+        return [self.ir.node(n.name).inputs[0] if n.name in skip else n.name for n in self.ir.outputs()]
+
+    def layer(self, name: str) -> nn.Module:
+        """The submodule of a spec layer; a split layer on N devices is its TowerSplit."""
+        if name not in self.ir or self.ir.node(name).kind == "input":
+            raise KeyError(f"{self.ir.name} has no layer '{name}'")
+        module: nn.Module = self
+        for part in self.ir.node(name).path:
+            module = module._modules[part]  # type: ignore[assignment]
+        return module
+
+    def logits(self, *inputs: torch.Tensor) -> Any:
+        """The outputs before a trailing softmax (the same as forward when there is none)."""
+        if not self.ends_in_softmax or self._lowered.options.logits:
+            return self(*inputs)
+        head = self.__dict__.get("_logits_module")
+        if head is None:  # generated on first use; it calls this module's own layers
+            graph = _code(self.ir, self, self._lowered.options, _trailing_softmaxes(self.ir))
+            head = self.__dict__["_logits_module"] = fx.GraphModule(self, graph, "logits")
+        return head(*inputs)
+
+    @property
+    def _lowered(self) -> Lowered:
+        return self.meta["netdsl"]
+
+    def __reduce__(self) -> tuple:
+        """Pickle as (IR, options, weights) and lower again on load: the code is derived, not data."""
+        return _unpickle, (self.ir, self._lowered.options, self.state_dict(), self.training)
+
+    def __deepcopy__(self, memo: dict) -> "LoweredNet":
+        copied = super().__deepcopy__(memo)
+        copied.__dict__.pop("_logits_module", None)  # it would call the original's layers
+        return copied
+
+
+def _unpickle(ir: Graph, options: Options, state: dict, training: bool) -> LoweredNet:
+    multi = len(options.devices) > 1
+    root = _layer_tree(ir, {n.name: _place(ir, n, build_node(ir, n, multi, ops=options.towers), options.devices)
+                            for n in ir if n.kind != "input"})
+    model = LoweredNet.build(ir, root, options)
+    if options.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.load_state_dict(state)
+    return model.train(training)
+
+
+def _code(ir: Graph, root: nn.Module, options: Options, skip: Sequence[str]) -> fx.Graph:
+    spans = {}
+    for node in ir:
+        if node.kind != "input" and len(options.devices) > 1 and node.towers:
+            split = _resolve(root, ".".join(node.path))
+            spans[node.name] = split.spans
+    graph = generate(ir, options.devices, skip=skip, amp=options.amp, channels_last=options.channels_last,
+                     spans=spans)
+    _alias(graph, root)
+    return graph
+
+
+def _alias(graph: fx.Graph, root: nn.Module) -> None:
+    """A layer named like an attribute of the module (`eval`, `to`, `code`) stays registered under its
+    name (its state-dict key is `eval.weight`), but the code calls it through an unregistered alias
+    in the instance's __dict__: `self.eval(x)` would call the method."""
+    for node in graph.nodes:
+        if node.op == "call_module" and any(hasattr(LoweredNet, part) or part in _INSTANCE_ATTRS
+                                            for part in node.target.split(".")):
+            alias = "layer_" + re.sub(r"\W", "_", node.target)
+            root.__dict__[alias] = _resolve(root, node.target)
+            node.target = alias
+
+
+def _resolve(root: nn.Module, target: str) -> nn.Module:
+    module = root
+    for part in target.split("."):
+        module = module._modules[part]  # type: ignore[assignment]
+    return module
+
+
+_INSTANCE_ATTRS = {"meta", "training"}  # set on every GraphModule instance
+
+
+def _class_name(name: str) -> str:
+    text = re.sub(r"\W", "_", name)
+    return text if text.isidentifier() and not keyword.iskeyword(text) else f"Net_{text}"
 
 
 def _trailing_softmaxes(graph: Graph) -> tuple[str, ...]:

@@ -135,7 +135,7 @@ def _conv_share(node: Node, conv: nn.Conv2d, t: int, n: int) -> tuple[nn.Module,
 
 def _fc_share(node: Node, fc: nn.Linear, t: int, n: int) -> tuple[nn.Module, tuple | None]:
     g = getattr(fc, "groups", 1)
-    total_in = getattr(fc, "total_in", fc.in_features)
+    total_in = fc.in_features  # GroupedLinear's too: all groups
     if own_slice(node):
         lo, hi, g_t, span = 0, total_in // n, g // n, None
     else:
