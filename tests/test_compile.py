@@ -168,3 +168,34 @@ def test_ejected_file_applies_the_specs_initialisation(tmp_path):
     model = namespace["Alexnet"]()
     assert float(model.conv2.bias.mean()) == 1.0 and float(model.conv1.bias.abs().sum()) == 0.0
     assert abs(float(model.fc6.weight.std()) - 0.01) < 1e-3  # N(0, 0.01), as the paper
+
+
+# ------------------------------------------------------------------ on a CUDA GPU (skipped without one)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_compiles_to_one_graph_in_every_precision():
+    net = spec("alexnet")  # the towers: one device and one device per tower
+    x, y = (t.cuda() for t in data(net, n=8))
+    for devices, amp, channels_last in itertools.product((["cuda:0"], ["cuda:0", "cuda:0"]), ("none", "bf16", "fp16"),
+                                                         (False, True)):
+        model = net.to_torch(devices, seed=0, logits=True, amp=amp, channels_last=channels_last)
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        losses = train_steps(model, compiled, x, y, steps=3)
+        assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"], (devices, amp, channels_last)
+        assert all(torch.isfinite(torch.tensor(losses))), losses
+
+
+@cuda
+def test_cuda_inductor_equals_eager_in_bf16():
+    net = spec("alexnet")
+    x, _ = (t.cuda() for t in data(net, n=16))
+    eager = net.to_torch(["cuda:0"], seed=0, logits=True, amp="bf16", channels_last=True).eval()
+    torch._dynamo.reset()
+    compiled = torch.compile(eager, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x).float(), eager(x).float(), rtol=0.05, atol=0.05)

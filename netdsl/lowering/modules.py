@@ -229,7 +229,9 @@ class TowerLRN(nn.LocalResponseNorm):
         sq = (x * x).unflatten(1, (self.towers, -1))                  # N, towers, C / towers, H, W
         sq = F.pad(sq, (0, 0, 0, 0, n // 2, (n - 1) // 2))            # zeros at each tower's edges
         mean = F.avg_pool3d(sq, (n, 1, 1), stride=1).flatten(1, 2)    # N, C, H, W
-        return x / (self.k + self.alpha * mean).pow(self.beta)
+        # Under autocast pow runs in fp32 and so would the result; the input's dtype halves the bytes
+        # the next layers move (a max-pool and a conv that autocasts to bf16 anyway: same values).
+        return (x / (self.k + self.alpha * mean).pow(self.beta)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", towers={self.towers}"
