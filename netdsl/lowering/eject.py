@@ -28,7 +28,7 @@ _SKIP_ARGS = {"self", "device", "dtype"}
 
 def python_source(graph: Graph, *, spec: str, logits: bool = False, weights_file: str | None = None) -> str:
     """The standalone file for a checked graph (one device, fp32; wrap calls in torch.autocast for amp)."""
-    model = lower(graph, logits=logits, towers={"conv": "grouped", "lrn": "fused"})
+    model = lower(graph, logits=logits, towers={"conv": "grouped", "lrn": "band"})
     cls = _camel(graph.name)
     used = _custom_classes(model)
     parts = [_header(graph, spec, cls, weights_file),

@@ -216,25 +216,34 @@ class TowerConv2d(nn.Conv2d):
 
 
 class TowerLRN(nn.LocalResponseNorm):
-    """Across-channel LRN whose channel window stops at tower boundaries, as one chain of ops (no
-    slices, no cat): PyTorch's own formulation (F.local_response_norm) with the towers as the pooled
-    tensor's channel axis, i.e. x / (k + alpha * mean of x^2 over the window in its tower)^beta."""
+    """Across-channel LRN whose channel window stops at tower boundaries, with no slices and no cat:
+    the window sums of x^2 are one 1x1 convolution with a constant 0/1 band matrix (block diagonal,
+    one block per tower: groups = towers), so cuDNN computes them in one pass in any memory format.
 
-    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, towers: int = 1) -> None:
+    PyTorch's own formulation (F.local_response_norm: pad, avg_pool3d, pow, div) took 9.7 ms forward
+    + backward for the paper's norm1 (256x96x55x55, bf16, channels_last) on an H200, 30 times its
+    conv1; see bench/RESULTS-gpu.md. The scale is computed in fp32 (under bf16 autocast, k + alpha *
+    sum would round away the sum), the result is cast back to the input's dtype.
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, towers: int = 1,
+                 channels: int = 1) -> None:
         super().__init__(size, alpha, beta, k)
-        self.towers = towers
+        self.towers, self.channels = towers, channels
+        per = channels // towers
+        local = torch.arange(per)
+        offset = local[None, :] - local[:, None]  # input channel - output channel, within a tower
+        band = ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).float()
+        self.register_buffer("band", band.repeat(towers, 1)[:, :, None, None], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.size
-        sq = (x * x).unflatten(1, (self.towers, -1))                  # N, towers, C / towers, H, W
-        sq = F.pad(sq, (0, 0, 0, 0, n // 2, (n - 1) // 2))            # zeros at each tower's edges
-        mean = F.avg_pool3d(sq, (n, 1, 1), stride=1).flatten(1, 2)    # N, C, H, W
-        # Under autocast pow runs in fp32 and so would the result; the input's dtype halves the bytes
-        # the next layers move (a max-pool and a conv that autocasts to bf16 anyway: same values).
-        return (x / (self.k + self.alpha * mean).pow(self.beta)).to(x.dtype)
+        sums = F.conv2d(x * x, self.band.to(x.dtype), groups=self.towers)
+        sums = sums.to(torch.promote_types(sums.dtype, torch.float32))  # bf16/fp16 -> fp32; fp64 stays
+        scale = (sums * (self.alpha / self.size) + self.k).pow(-self.beta)
+        return (x * scale).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", towers={self.towers}"
+        return super().extra_repr() + f", towers={self.towers}, channels={self.channels}"
 
 
 class TowerLocal(nn.Module):

@@ -30,7 +30,7 @@ from .builders import BUILDERS
 from .codegen import generate
 from .devices import DeviceLike, amp_dtype, resolve_devices
 from .modules import TowerConv2d, TowerLocal, TowerLRN
-from .options import tower_ops
+from .options import tower_choice, tower_ops
 from .towers import TowerSplit, canonical_keys, own_slice, tower_module
 
 # Producers whose output an in-place ReLU may overwrite: a fresh tensor their backward does not need.
@@ -89,11 +89,12 @@ def build_node(graph: Graph, node: Node, multi: bool, consumers: dict[str, list[
     towers, ops = graph.towers[node.towers].count, ops or tower_ops(None)
     if multi:
         return TowerLocal(module, towers) if layers.lookup(node.kind).mixes_channels else module
-    if isinstance(module, nn.LocalResponseNorm) and ops["lrn"] == "fused":
-        return TowerLRN(module.size, module.alpha, module.beta, module.k, towers=towers)
+    if isinstance(module, nn.LocalResponseNorm) and ops["lrn"] == "band":
+        return TowerLRN(module.size, module.alpha, module.beta, module.k, towers=towers,
+                        channels=node.meta["in_shapes"][0][0])
     if layers.lookup(node.kind).mixes_channels:
         return TowerLocal(module, towers)
-    if isinstance(module, nn.Conv2d) and own_slice(node) and ops["conv"] == "split":
+    if isinstance(module, nn.Conv2d) and own_slice(node) and tower_choice(ops, "conv", module.kernel_size) == "split":
         return _split_conv(module, towers)
     return module
 

@@ -11,19 +11,21 @@ EXPORT_FORMATS = ("torchscript", "onnx", "python")  # what `netdsl export` saves
 # How the towers of a split run on one device (on N devices each tower is its own module anyway):
 #   conv  grouped: one grouped convolution (cuDNN / oneDNN grouped kernel)
 #         split:   one convolution per tower, concatenated (modules.TowerConv2d)
-#   lrn   fused:   one chain of ops whose channel window stops at tower edges (modules.TowerLRN)
+#   lrn   band:    window sums of x^2 as one 1x1 conv with a block-diagonal band matrix (modules.TowerLRN)
 #         slices:  nn.LocalResponseNorm per tower's channel slice, concatenated (modules.TowerLocal)
-TOWER_OPS = {"conv": ("grouped", "split"), "lrn": ("fused", "slices")}
+TOWER_OPS = {"conv": ("grouped", "split"), "lrn": ("band", "slices")}
 
-# The fastest of each, per device type and amp, from bench/tower_bench.py (training step, forward +
-# backward, of the paper AlexNet's tower layers at batch 256 on CUDA, 32 on the CPU; figures in
-# bench/RESULTS-gpu.md and bench/RESULTS-lowering.md). A device type not listed uses the CPU row.
-FASTEST = {
-    ("cpu", "none"): {"conv": "grouped", "lrn": "slices"},  # 2-core x86: norm1 fused 73 ms, slices 55 ms
-    ("cpu", "bf16"): {"conv": "grouped", "lrn": "fused"},
-    ("cuda", "none"): {"conv": "grouped", "lrn": "fused"},
-    ("cuda", "bf16"): {"conv": "grouped", "lrn": "fused"},
-    ("cuda", "fp16"): {"conv": "grouped", "lrn": "fused"},
+# The fastest, per device type and amp, measured by bench/gpu_bench.py (forward + backward of the paper
+# AlexNet's tower layers alone: batch 256 on an H200, bench/RESULTS-gpu.md; batch 4-32 on the 2-core
+# CPU). A `conv<k>x<k>` entry refines `conv` for that kernel: on the H200 one conv per tower beat
+# cuDNN's grouped kernel for conv2 (5x5: 1.88 vs 2.06 ms bf16, 3.12 vs 3.36 fp32) and lost for the
+# 3x3 conv4 and conv5 (1.17 vs 0.86, 1.08 vs 0.69 ms bf16). A device type not listed uses the CPU's.
+FASTEST: dict[tuple[str, str], dict[str, str]] = {
+    ("cpu", "none"): {"conv": "grouped", "lrn": "slices"},
+    ("cpu", "bf16"): {"conv": "grouped", "lrn": "slices"},
+    ("cuda", "none"): {"conv": "grouped", "conv5x5": "split", "lrn": "band"},
+    ("cuda", "bf16"): {"conv": "grouped", "conv5x5": "split", "lrn": "band"},
+    ("cuda", "fp16"): {"conv": "grouped", "conv5x5": "split", "lrn": "band"},
 }
 
 
@@ -37,8 +39,8 @@ def check_amp(value: str | None) -> str:
 
 
 def tower_ops(value: dict[str, str] | None, device_type: str = "cpu", amp: str | None = None) -> dict[str, str]:
-    """Every entry of TOWER_OPS decided: what `value` asks for, else the fastest measured for this
-    device type and amp. UsageError for an unknown op or choice."""
+    """Every entry of TOWER_OPS decided: what `value` asks for (for every kernel size), else the
+    fastest measured for this device type and amp. UsageError for an unknown op or choice."""
     value = dict(value or {})
     for op, choice in value.items():
         if op not in TOWER_OPS:
@@ -47,4 +49,16 @@ def tower_ops(value: dict[str, str] | None, device_type: str = "cpu", amp: str |
             raise UsageError(f"tower_ops[{op!r}] must be one of {', '.join(TOWER_OPS[op])}, got {choice!r}")
     amp = check_amp(amp)
     fastest = FASTEST.get((device_type, amp)) or FASTEST.get(("cpu", amp)) or FASTEST["cpu", "none"]
-    return {op: value.get(op, fastest[op]) for op in TOWER_OPS}
+    out = {}
+    for key, choice in fastest.items():
+        op = "conv" if key.startswith("conv") else key
+        if op not in value:
+            out[key] = choice
+        elif key == op:  # asked for: for every kernel size
+            out[key] = value[op]
+    return out
+
+
+def tower_choice(ops: dict[str, str], op: str, kernel: tuple[int, ...] = ()) -> str:
+    """The choice for one layer: a kernel-specific entry (`conv5x5`) if there is one, else the op's."""
+    return ops.get(op + "x".join(map(str, kernel)), ops[op]) if kernel else ops[op]
