@@ -14,7 +14,7 @@ Rows:
   torchvision      torchvision.models.alexnet(), autocast around the call for bf16
   lowered tv spec  specs/alexnet-torchvision.net (torchvision's net; autocast in the generated code)
   paper            specs/alexnet.net on one device, two towers; with each way of running them
-                   (options.TOWER_OPS: conv grouped|split x lrn band|slices). "grouped + slices" are
+                   (options.TOWER_OPS: conv grouped|split x lrn pool|band|slices). "grouped + slices" are
                    the ops the lowering used before (the plan interpreter ran exactly the hand-written
                    grouped reference's aten ops: tests/test_lowering.py).
 Per layer: forward + backward of each tower layer of the paper net alone, both ways, in ms.
@@ -138,15 +138,17 @@ def model_rows(b: Bench) -> None:
     x32 = torch.randn(args.batch, 3, 224, 224, generator=gen).to(device)
     y = torch.randint(0, 1000, (args.batch,), generator=gen).to(device)
     variants = [("fp32", False, False), ("bf16", True, False)] + ([("bf16", True, True)] if args.compile else [])
+    variants = [v for v in variants if v[0] in args.amps]
+    lowp = "bf16" if "bf16" in args.amps else "fp32"  # the precision the tower-op variants run in
     plans = [("torchvision", None), ("tv-spec", None), ("paper", None)]
     for which, towers in plans:
         for amp, cl, compiled in variants:
             measure(b, which, towers, amp, cl, compiled, x32, y)
     for conv in ("grouped", "split"):
-        for lrn in ("band", "slices"):
-            measure(b, "paper", {"conv": conv, "lrn": lrn}, "bf16", True, False, x32, y)
+        for lrn in ("pool", "band", "slices"):
+            measure(b, "paper", {"conv": conv, "lrn": lrn}, lowp, lowp == "bf16", False, x32, y)
     if args.compile:  # the ops the lowering ran before (the hand-written grouped reference's), compiled
-        measure(b, "paper", {"conv": "grouped", "lrn": "slices"}, "bf16", True, True, x32, y)
+        measure(b, "paper", {"conv": "grouped", "lrn": "slices"}, lowp, lowp == "bf16", True, x32, y)
 
 
 def measure(b: Bench, which: str, towers: dict | None, amp: str, cl: bool, compiled: bool,
@@ -178,7 +180,7 @@ def layer_rows(b: Bench) -> None:
     n, dev = b.args.batch, b.device
     convs = {"conv2": (96, 256, 5, 2, 27), "conv4": (384, 384, 3, 1, 13), "conv5": (384, 256, 3, 1, 13)}
     lrns = {"norm1": (96, 55), "norm2": (256, 27)}
-    for amp in ("fp32", "bf16"):
+    for amp in b.args.amps:
         cl = amp == "bf16"
         for name, (cin, cout, k, pad, size) in convs.items():
             for way in ("grouped", "split"):
@@ -188,9 +190,10 @@ def layer_rows(b: Bench) -> None:
                     module = TowerConv2d(cin, cout, k, padding=pad, groups=2, towers=2)
                 layer(b, name, way, module, (n, cin, size, size), amp, cl)
         for name, (c, size) in lrns.items():
-            for way in ("band", "slices"):
+            for way in ("pool", "band", "slices"):
                 lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
-                module = TowerLRN(5, 1e-4, 0.75, 2.0, towers=2, channels=c) if way == "band" else TowerLocal(lrn, 2)
+                module = TowerLocal(lrn, 2) if way == "slices" else TowerLRN(5, 1e-4, 0.75, 2.0, towers=2, channels=c,
+                                                                             method=way)
                 layer(b, name, way, module, (n, c, size, size), amp, cl)
 
 
@@ -259,6 +262,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--amps", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                   help="fp32 alone on a CPU without bf16 units (emulated bf16 is 10-20x slower there)")
     p.add_argument("--skip-layers", action="store_true")
     p.add_argument("--out", default=str(ROOT / "bench" / "RESULTS-gpu.md"))
     p.add_argument("--json", default=None)

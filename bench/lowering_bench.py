@@ -76,8 +76,8 @@ def build_pairs(device: torch.device, channels_last: bool, amp: str | None) -> l
         seed=0, logits=True, channels_last=channels_last, amp=amp)
     ours_tv.load_state_dict(rename_state_dict(tv.state_dict(), TORCHVISION_ALEXNET))
     paper = PaperAlexNet()
-    ours_paper = netdsl.load(ROOT / "specs/alexnet.net").to_torch(
-        seed=0, logits=True, channels_last=channels_last, amp=amp)
+    ours_paper = netdsl.load(ROOT / "specs/alexnet.net").to_torch(  # the reference's ops: the overhead alone
+        seed=0, logits=True, channels_last=channels_last, amp=amp, towers={"conv": "grouped", "lrn": "slices"})
     ours_paper.load_state_dict(paper.state_dict())
     pairs = [Pair("alexnet-torchvision", ours_tv, tv), Pair("alexnet-paper", ours_paper, paper)]
     for p in pairs:

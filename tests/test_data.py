@@ -311,3 +311,30 @@ def test_preprocess_normalises_and_adds_lighting():
 def test_layout_error_for_wrong_channel_count():
     with pytest.raises(D.UsageError, match="1 \\(gray\\) or 3 \\(RGB\\)"):
         D.open_data(None, 4)
+
+
+def test_decoding_calls_nothing_deprecated_and_torchcodec_is_what_decodes(tmp_path):
+    """torchvision.io's decoders are deprecated since torchvision 0.29: the loader decodes JPEGs with
+    TorchCodec, with warnings as errors (only PIL's complaints about a file are silenced, and only
+    for the file being decoded)."""
+    import io
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from netdsl.training.images import decode_bytes, jpeg_decoder
+    pytest.importorskip("torchcodec", reason="TorchCodec is a dependency; this checks the installed one loads")
+    decode, _ = jpeg_decoder()
+    assert decode.__module__.startswith("torchcodec"), decode.__module__
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((75, 100, 3)) * 255).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = decode_bytes(buf.getvalue(), 3)
+        gray = decode_bytes(buf.getvalue(), 1)
+    want = torch.from_numpy(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))).permute(2, 0, 1)
+    assert got.shape == (3, 75, 100) and gray.shape == (1, 75, 100)
+    assert (got.int() - want.int()).abs().max() <= 1  # the same libjpeg-turbo (PIL may round an IDCT differently)

@@ -182,7 +182,7 @@ def test_the_lowered_modules_run_exactly_the_references_aten_ops():
     assert aten_ops(paper, x) == aten_ops(ref, x)
 
 
-@pytest.mark.parametrize("conv, lrn", [("grouped", "band"), ("split", "slices"), ("split", "band")])
+@pytest.mark.parametrize("conv, lrn", [("grouped", "band"), ("grouped", "pool"), ("split", "slices"), ("split", "band")])
 def test_every_way_of_running_towers_on_one_device_is_the_same_net(conv, lrn):
     """The tower ops (options.TOWER_OPS) change how a split runs, never what it computes or its weights."""
     net = spec("alexnet")
@@ -199,7 +199,7 @@ def test_every_way_of_running_towers_on_one_device_is_the_same_net(conv, lrn):
 
 
 def test_a_bad_tower_op_is_a_usage_error():
-    with pytest.raises(netdsl.UsageError, match="tower_ops\\['lrn'\\] must be one of band, slices"):
+    with pytest.raises(netdsl.UsageError, match="tower_ops\\['lrn'\\] must be one of pool, band, slices"):
         spec("alexnet").to_torch(towers={"lrn": "fast"})
     with pytest.raises(netdsl.UsageError, match="unknown op 'pool'"):
         spec("alexnet").to_torch(towers={"pool": "band"})

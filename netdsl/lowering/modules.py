@@ -216,34 +216,46 @@ class TowerConv2d(nn.Conv2d):
 
 
 class TowerLRN(nn.LocalResponseNorm):
-    """Across-channel LRN whose channel window stops at tower boundaries, with no slices and no cat:
-    the window sums of x^2 are one 1x1 convolution with a constant 0/1 band matrix (block diagonal,
-    one block per tower: groups = towers), so cuDNN computes them in one pass in any memory format.
+    """Across-channel LRN whose channel window stops at tower boundaries, with no slices and no cat.
+    Two ways to get the window sums of x^2 (options.TOWER_OPS["lrn"]):
 
-    PyTorch's own formulation (F.local_response_norm: pad, avg_pool3d, pow, div) took 9.7 ms forward
-    + backward for the paper's norm1 (256x96x55x55, bf16, channels_last) on an H200, 30 times its
-    conv1; see bench/RESULTS-gpu.md. The scale is computed in fp32 (under bf16 autocast, k + alpha *
-    sum would round away the sum), the result is cast back to the input's dtype.
+      pool  PyTorch's own formulation (F.local_response_norm), with the towers as the pooled tensor's
+            channel axis: x^2 viewed N x towers x C/towers x H x W, zero padded, avg_pool3d.
+      band  one 1x1 convolution with a constant 0/1 band matrix, block diagonal (groups = towers), so
+            cuDNN sums in one pass, in any memory format.
+
+    On an H200 the pool formulation took 9.7 ms forward + backward for the paper's norm1
+    (256x96x55x55, bf16, channels_last), 30 times conv1 (bench/RESULTS-gpu.md); band was written
+    after that run and awaits its GPU figure. The scale is computed in fp32 (under bf16 autocast,
+    k + alpha * sum rounds the sum away) and the result cast back to the input's dtype.
     """
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, towers: int = 1,
-                 channels: int = 1) -> None:
+                 channels: int = 1, method: str = "band") -> None:
         super().__init__(size, alpha, beta, k)
-        self.towers, self.channels = towers, channels
-        per = channels // towers
-        local = torch.arange(per)
+        self.towers, self.channels, self.method = towers, channels, method
+        local = torch.arange(channels // towers)
         offset = local[None, :] - local[:, None]  # input channel - output channel, within a tower
         band = ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).float()
         self.register_buffer("band", band.repeat(towers, 1)[:, :, None, None], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sums = F.conv2d(x * x, self.band.to(x.dtype), groups=self.towers)
+        sums = self._band_sums(x) if self.method == "band" else self._pool_sums(x)
         sums = sums.to(torch.promote_types(sums.dtype, torch.float32))  # bf16/fp16 -> fp32; fp64 stays
         scale = (sums * (self.alpha / self.size) + self.k).pow(-self.beta)
         return (x * scale).to(x.dtype)
 
+    def _band_sums(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x * x, self.band.to(x.dtype), groups=self.towers)
+
+    def _pool_sums(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.size
+        sq = (x * x).unflatten(1, (self.towers, -1))                    # N, towers, C / towers, H, W
+        sq = F.pad(sq, (0, 0, 0, 0, n // 2, (n - 1) // 2))              # zeros at each tower's edges
+        return F.avg_pool3d(sq, (n, 1, 1), stride=1).flatten(1, 2) * n  # N, C, H, W
+
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", towers={self.towers}, channels={self.channels}"
+        return super().extra_repr() + f", towers={self.towers}, channels={self.channels}, method={self.method!r}"
 
 
 class TowerLocal(nn.Module):

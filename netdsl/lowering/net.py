@@ -89,9 +89,9 @@ def build_node(graph: Graph, node: Node, multi: bool, consumers: dict[str, list[
     towers, ops = graph.towers[node.towers].count, ops or tower_ops(None)
     if multi:
         return TowerLocal(module, towers) if layers.lookup(node.kind).mixes_channels else module
-    if isinstance(module, nn.LocalResponseNorm) and ops["lrn"] == "band":
+    if isinstance(module, nn.LocalResponseNorm) and ops["lrn"] in ("band", "pool"):
         return TowerLRN(module.size, module.alpha, module.beta, module.k, towers=towers,
-                        channels=node.meta["in_shapes"][0][0])
+                        channels=node.meta["in_shapes"][0][0], method=ops["lrn"])
     if layers.lookup(node.kind).mixes_channels:
         return TowerLocal(module, towers)
     if isinstance(module, nn.Conv2d) and own_slice(node) and tower_choice(ops, "conv", module.kernel_size) == "split":

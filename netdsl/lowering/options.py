@@ -11,21 +11,25 @@ EXPORT_FORMATS = ("torchscript", "onnx", "python")  # what `netdsl export` saves
 # How the towers of a split run on one device (on N devices each tower is its own module anyway):
 #   conv  grouped: one grouped convolution (cuDNN / oneDNN grouped kernel)
 #         split:   one convolution per tower, concatenated (modules.TowerConv2d)
-#   lrn   band:    window sums of x^2 as one 1x1 conv with a block-diagonal band matrix (modules.TowerLRN)
+#   lrn   pool:    PyTorch's LRN formulation, windows stopping at tower edges (modules.TowerLRN)
+#         band:    window sums of x^2 as one 1x1 conv with a block-diagonal band matrix (modules.TowerLRN)
 #         slices:  nn.LocalResponseNorm per tower's channel slice, concatenated (modules.TowerLocal)
-TOWER_OPS = {"conv": ("grouped", "split"), "lrn": ("band", "slices")}
+TOWER_OPS = {"conv": ("grouped", "split"), "lrn": ("pool", "band", "slices")}
 
 # The fastest, per device type and amp, measured by bench/gpu_bench.py (forward + backward of the paper
-# AlexNet's tower layers alone: batch 256 on an H200, bench/RESULTS-gpu.md; batch 4-32 on the 2-core
-# CPU). A `conv<k>x<k>` entry refines `conv` for that kernel: on the H200 one conv per tower beat
-# cuDNN's grouped kernel for conv2 (5x5: 1.88 vs 2.06 ms bf16, 3.12 vs 3.36 fp32) and lost for the
-# 3x3 conv4 and conv5 (1.17 vs 0.86, 1.08 vs 0.69 ms bf16). A device type not listed uses the CPU's.
+# AlexNet's tower layers alone: batch 256 on an H200, bench/RESULTS-gpu.md; batch 16 on the 2-core
+# CPU, bench/RESULTS-lowering.md). A `conv<k>x<k>` entry refines `conv` for that kernel: on the H200
+# one conv per tower beat cuDNN's grouped kernel for conv2 (5x5: 1.88 vs 2.06 ms bf16, 3.12 vs 3.36
+# fp32) and lost for the 3x3 conv4 and conv5 (1.17 vs 0.86, 1.08 vs 0.69 ms bf16); LRN `pool` beat
+# slices by 1-11% (norm1 bf16 9.66 vs 9.76 ms; `band` came after that run: not measured there yet).
+# On the CPU (fp32, batch 16) band was 1.7-2x faster than slices or pool (norm1 80 vs 144 and 169 ms), conv2
+# split 127 vs 172 ms grouped, conv4/conv5 grouped. A device type not listed uses the CPU's.
 FASTEST: dict[tuple[str, str], dict[str, str]] = {
-    ("cpu", "none"): {"conv": "grouped", "lrn": "slices"},
-    ("cpu", "bf16"): {"conv": "grouped", "lrn": "slices"},
-    ("cuda", "none"): {"conv": "grouped", "conv5x5": "split", "lrn": "band"},
-    ("cuda", "bf16"): {"conv": "grouped", "conv5x5": "split", "lrn": "band"},
-    ("cuda", "fp16"): {"conv": "grouped", "conv5x5": "split", "lrn": "band"},
+    ("cpu", "none"): {"conv": "grouped", "conv5x5": "split", "lrn": "band"},
+    ("cpu", "bf16"): {"conv": "grouped", "conv5x5": "split", "lrn": "band"},  # (emulated bf16: not measured)
+    ("cuda", "none"): {"conv": "grouped", "conv5x5": "split", "lrn": "pool"},
+    ("cuda", "bf16"): {"conv": "grouped", "conv5x5": "split", "lrn": "pool"},
+    ("cuda", "fp16"): {"conv": "grouped", "conv5x5": "split", "lrn": "pool"},
 }
 
 

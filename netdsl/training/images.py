@@ -7,6 +7,7 @@ worker processes' work and the bytes they ship small.
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -102,11 +103,14 @@ def decode_bytes(data: bytes, channels: int, reduction: Reduction | None = None)
         raise BadImage("empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL's DecompressionBomb and palette warnings
+            # PIL's complaints about the file (size, palettes, EXIF, truncation) are what BadImage and
+            # the skip report are for; anything else, a deprecation of what netdsl calls included, shows.
+            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
             img = Image.open(io.BytesIO(data))
             k = reduction(img.size[1], img.size[0]) if reduction and img.format == "JPEG" else 1
             if k == 1 and _fast_jpeg(img, data):
-                return _decode_jpeg_tv(data, channels)
+                return _decode_jpeg(data, channels)
             if k > 1:
                 img.draft(img.mode, (math.ceil(img.size[0] / k), math.ceil(img.size[1] / k)))
             img.load()
@@ -131,19 +135,35 @@ def _first_line(err: Exception) -> str:
 
 
 def _fast_jpeg(img: Image.Image, data: bytes) -> bool:
-    """torchvision's libjpeg-turbo decoder beats PIL's for a full-size decode of a complete
-    RGB or gray JPEG; everything else (CMYK, truncated, ...) goes through PIL."""
+    """libjpeg-turbo through TorchCodec beats PIL for a full-size decode of a complete RGB or gray
+    JPEG; everything else (CMYK, truncated, ...) goes through PIL."""
     return img.format == "JPEG" and img.mode in ("RGB", "L") and \
         data.rstrip(b"\0").endswith(JPEG_END)
 
 
-def _decode_jpeg_tv(data: bytes, channels: int) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_jpeg
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+def _decode_jpeg(data: bytes, channels: int) -> torch.Tensor:
+    decode, modes = jpeg_decoder()
     try:
-        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+        return decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=modes[channels])
     except RuntimeError as err:
         raise BadImage(str(err).rsplit(",", 1)[-1].strip()) from None
+
+
+@functools.cache
+def jpeg_decoder() -> tuple[Callable[..., torch.Tensor], dict[int, object]]:
+    """(decode_jpeg, {channels: mode}) from TorchCodec, which replaces torchvision.io's decoders
+    (deprecated since torchvision 0.29); torchvision's where TorchCodec cannot load (not installed,
+    or built for another torch), whose DeprecationWarning then says so. Same libjpeg-turbo, same
+    pixels (tests/test_data.py)."""
+    try:
+        from torchcodec.decoders import decode_jpeg
+        probe = io.BytesIO()
+        Image.new("RGB", (8, 8), (200, 30, 90)).save(probe, "JPEG")  # it must decode, not just import
+        decode_jpeg(torch.frombuffer(bytearray(probe.getvalue()), dtype=torch.uint8), mode="RGB")
+        return decode_jpeg, {1: "GRAY", 3: "RGB"}
+    except (ImportError, OSError, RuntimeError):
+        from torchvision.io import ImageReadMode, decode_jpeg as tv_decode_jpeg
+        return tv_decode_jpeg, {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
 
 
 def max_reduction(boxes: Sequence["Box"], size: tuple[int, int]) -> int:
