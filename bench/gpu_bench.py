@@ -1,7 +1,7 @@
 """GPU benchmark: training-step throughput of AlexNet as torchvision writes it and as netdsl lowers it,
 and how the paper's two towers are best run on one device. Writes bench/RESULTS-gpu.md.
 
-    python bench/gpu_bench.py                       # a CUDA machine: about 6 minutes, set-up included
+    python bench/gpu_bench.py                       # a CUDA machine: about 4 minutes (5 torch.compile runs)
     python bench/gpu_bench.py --device cpu --batch 16 --no-compile --out /tmp/cpu.md   # the same on a CPU
 
 What is timed: one SGD step (momentum 0.9) on synthetic data already on the device: forward,

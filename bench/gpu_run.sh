@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check in one call (bench/RESULTS-gpu.md says what it measured): install netdsl into this
 # machine's Python (from wheels in .whl/ where it has no network), run the benchmark, then the tests
-# that need CUDA. Usage: bash bench/gpu_run.sh OUTDIR   (about 7 minutes on an H200)
+# that need CUDA. Usage: bash bench/gpu_run.sh OUTDIR   (248 s on an H200, run 1 of RESULTS-gpu.md)
 set -uo pipefail
 OUT=${1:-/tmp/netdsl-gpu}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
