@@ -48,13 +48,7 @@ def lower(graph: Graph, devices: Sequence[DeviceLike] | DeviceLike | None = None
     placed = tuple(resolve_devices(graph, devices))
     ops = tower_ops(towers, placed[0].type if placed else "cpu", amp)
     options = Options(placed, logits, amp_dtype(amp), channels_last, ops)
-    consumers = graph.consumers()
-    with seeded(seed):
-        modules = {n.name: build_node(graph, n, multi=len(placed) > 1, consumers=consumers, ops=ops)
-                   for n in graph if n.kind != "input"}
-    root = _layer_tree(graph, {name: _place(graph, graph.node(name), m, options.devices)
-                               for name, m in modules.items()})
-    model = LoweredNet.build(graph, root, options)
+    model = LoweredNet.build(graph, _module_tree(graph, options, seed), options)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile:
@@ -126,6 +120,14 @@ def _place(graph: Graph, node: Node, module: nn.Module, devices: Sequence[torch.
     with torch.random.fork_rng(devices=[]):  # the shares' throw-away init must not move the caller's RNG
         shares = [tower_module(graph, node, module, t, n) for t in range(n)]
     return TowerSplit([m for m, _ in shares], devices, [span for _, span in shares])
+
+
+def _module_tree(graph: Graph, options: "Options", seed: int | None) -> nn.Module:
+    """Every layer's module, initialised from `seed`, placed on its device(s), under its path."""
+    consumers, multi = graph.consumers(), len(options.devices) > 1
+    with seeded(seed):
+        modules = {n.name: build_node(graph, n, multi, consumers, options.towers) for n in graph if n.kind != "input"}
+    return _layer_tree(graph, {name: _place(graph, graph.node(name), m, options.devices) for name, m in modules.items()})
 
 
 def _layer_tree(graph: Graph, modules: dict[str, nn.Module]) -> nn.Module:
@@ -254,10 +256,7 @@ class LoweredNet(fx.GraphModule):
 
 
 def _unpickle(ir: Graph, options: Options, state: dict, training: bool) -> LoweredNet:
-    multi = len(options.devices) > 1
-    root = _layer_tree(ir, {n.name: _place(ir, n, build_node(ir, n, multi, ops=options.towers), options.devices)
-                            for n in ir if n.kind != "input"})
-    model = LoweredNet.build(ir, root, options)
+    model = LoweredNet.build(ir, _module_tree(ir, options, seed=0), options)  # (seeded: the global RNG stays)
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
     model.load_state_dict(state)
