@@ -140,10 +140,10 @@ def constructor(module: nn.Module) -> str:
             keyword = True  # a skipped argument: everything after it by keyword
             continue
         if p.default is inspect.Parameter.empty and not keyword and p.kind is not p.KEYWORD_ONLY:
-            args.append(_literal(value))
+            args.append(repr(value))  # ints, floats (exact round trip), strings, bools, tuples
         else:
             keyword = True
-            args.append(f"{p.name}={_literal(value)}")
+            args.append(f"{p.name}={value!r}")
     return f"{name}({', '.join(args)})"
 
 
@@ -163,10 +163,6 @@ def _same(value: Any, default: Any) -> bool:
     if isinstance(value, tuple) and not isinstance(default, tuple):
         return all(v == default for v in value)
     return bool(value == default) if not isinstance(value, torch.Tensor) else False
-
-
-def _literal(value: Any) -> str:
-    return repr(value)  # ints, floats (exact round trip), strings, bools, tuples of them
 
 
 # ------------------------------------------------------------------ initialisation
