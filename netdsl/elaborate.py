@@ -262,7 +262,7 @@ class Elaborator:
         self.current = name
         reported = len(self.diagnostics)
         try:
-            node.params = self._bind(kind, stmt, scope, name)
+            node.params = self._bind(kind, stmt, scope, name, node.meta)
         except _Invalid:
             node.meta["invalid"] = True
         if len(self.diagnostics) > reported:
@@ -392,7 +392,10 @@ class Elaborator:
         self.defined_at[full] = span
         return full
 
-    def _bind(self, kind: layers.LayerKind, stmt: LayerStmt, scope: Scope, layer: str) -> dict[str, Any]:
+    def _bind(self, kind: layers.LayerKind, stmt: LayerStmt, scope: Scope, layer: str,
+              meta: dict[str, Any]) -> dict[str, Any]:
+        """The layer's checked parameters; meta["explicit"] gets the names the spec set (on the layer or in
+        `defaults`), so that passes can tell a chosen value from the kind's default (the rounding warning)."""
         schema = kind.schema.by_name()
         given: dict[str, Arg] = {}
         failed = False
@@ -428,6 +431,7 @@ class Elaborator:
             else:
                 given[arg.name] = arg
         params: dict[str, Any] = {}
+        explicit = meta["explicit"] = set(given)
         for pname, param in schema.items():
             if pname in given:
                 arg = given[pname]
@@ -440,6 +444,7 @@ class Elaborator:
             default = self._default_for(kind.name, pname)
             if default is not None:
                 params[pname] = param.type.convert(default)
+                explicit.add(pname)
             elif param.required:
                 fail(SpecError(f"{kind.name} needs '{pname}'"
                                + (f" (positional argument {kind.schema.positional.index(pname) + 1})"
