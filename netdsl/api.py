@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .diagnostics import Diagnostic
-from .elaborate import elaborate
+from .elaborate import elaborate, instance_notes
 from .errors import MAX_SHOWN, NetdslError, SpecError, render_diagnostics
 from .ir import Graph
 from .lang import Source, Span, decode_spec, parse, read_spec
@@ -130,11 +130,44 @@ def _check(source: Source) -> Net:
         return Net(source, None, syntax_errors)
     graph, diagnostics = elaborate(module, source.name)
     if not any(d.severity == "error" for d in diagnostics) or graph.nodes:
-        diagnostics += run_passes(graph)
+        found = run_passes(graph)
+        for d in found:
+            if d.layer in graph:
+                d.instances = graph.node(d.layer).scope
+        diagnostics += found
+    diagnostics = _fold_instances(graph, diagnostics)
     if not any(d.severity == "error" for d in diagnostics):
         graph.lint(shapes=True)  # a broken invariant here is netdsl's bug, not the spec's: fail loudly
     diagnostics.sort(key=lambda d: (d.span.line if d.span else 0, d.span.column if d.span else 0))
     return Net(source, graph, diagnostics)
+
+
+def _fold_instances(graph: Graph, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """A diagnostic inside a block names the instances (and their lines) it was made by; the same one from
+    several instances of the block (a mistake on the block's line) is shown once, naming them all."""
+    first: dict[tuple, Diagnostic] = {}
+    also: dict[int, list[Diagnostic]] = {}
+    out = []
+    for d in diagnostics:
+        if not d.instances:
+            out.append(d)
+            continue
+        key = d.same_cause()
+        if key in first:
+            also[id(first[key])].append(d)
+            continue
+        first[key] = d
+        also[id(d)] = []
+        out.append(d)
+    for d in out:
+        if d.instances:
+            d.notes += instance_notes(graph, d.instances, d.span)
+            more = also[id(d)]
+            if more:
+                names = [m.instances[-1] for m in more]
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                d.notes.append(f"the same in {shown}")
+    return out
 
 
 def _looks_like_path(spec: str) -> bool:

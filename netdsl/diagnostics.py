@@ -20,6 +20,7 @@ class Diagnostic:
     layer: str | None = None
     notes: list[str] = field(default_factory=list)
     code: str = "spec"
+    instances: tuple[str, ...] = ()  # the block instances (outermost first) whose expansion made it
 
     def render(self, source: Source | None) -> str:
         name = source.name if source else "<spec>"
@@ -42,6 +43,13 @@ class Diagnostic:
                 lines.append(" " * (len(gutter) - 2) + "| " + " " * (column - 1) + "^" * width)
         lines += [f"      = {note}" for note in self.notes]
         return "\n".join(lines)
+
+    def same_cause(self) -> tuple:
+        """What two diagnostics from two instances of one block share when their cause is the block's line:
+        everything but the layer's name (also inside the notes)."""
+        local = self.layer.rsplit(".", 1)[-1] if self.layer else None
+        notes = tuple(n.replace(self.layer, local) if self.layer else n for n in self.notes)
+        return self.severity, self.code, self.span, self.message, notes, bool(self.instances)
 
     def to_dict(self) -> dict:
         return {"severity": self.severity, "code": self.code, "message": self.message,

@@ -16,10 +16,10 @@ from . import layers
 from .diagnostics import Diagnostic, did_you_mean
 from .errors import MAX_SHOWN, ConfigError, SpecError
 from .ir import BlockInstance, Graph, Node, Towers, repeat_suffix
-from .lang.ast import (Arg, BlockDef, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, Lit, Module, NetDecl,
-                       RepeatStmt, ShapeExpr, Stmt, TowersBlock, TrainBlock)
+from .lang.ast import (AliasStmt, Arg, Attr, BlockDef, ConstDecl, DefaultsBlock, IfStmt, InputDecl, LayerStmt, Lit,
+                       Module, NetDecl, RepeatStmt, ShapeExpr, Stmt, TowersBlock, TrainBlock)
 from .lang.source import Span
-from .lang.values import FAILED, FuncValue, Word, contains_failed, evaluate
+from .lang.values import FAILED, FuncValue, Word, contains_failed, describe, evaluate
 from .layers.schema import IntType
 
 MAX_BLOCK_DEPTH = 32
@@ -40,6 +40,8 @@ class Scope:
     repeat: tuple[int, ...] = ()  # iteration numbers behind `suffix`
     parent: "Scope | None" = None
     names: dict[str, str] = field(default_factory=dict)  # local name -> full layer name
+    aliases: set[str] = field(default_factory=set)  # local names set by `a = b` (may be set again)
+    skipped: dict[str, Span] = field(default_factory=dict)  # names only an `if` not taken defines -> its span
     block_input: str | None = None
     path: tuple[str, ...] = ()
     towers: str | None = None
@@ -55,6 +57,14 @@ class Scope:
         while scope is not None:
             if name in scope.names:
                 return scope.names[name]
+            scope = scope.parent
+        return None
+
+    def skipped_at(self, name: str) -> Span | None:
+        scope: Scope | None = self
+        while scope is not None:
+            if name in scope.skipped:
+                return scope.skipped[name]
             scope = scope.parent
         return None
 
@@ -87,13 +97,18 @@ class Elaborator:
         self.tower_count = 0
         self._sizes: dict[str, int] = {}  # block -> layers it expands to (_size's estimate)
         self._full = False  # MAX_LAYERS reached: reported once
+        self._shapes: dict[str, tuple | None] = {}  # shapes known during elaboration (`in.channels`)
+        self._shaped = 0  # graph.nodes[:_shaped] have an entry in _shapes
+        self._path: tuple[str, ...] = ()  # the block instances being expanded, outermost first
 
     # ------------------------------------------------------------------ driver
     def run(self) -> Graph:
         top = self._top = Scope(env={})
         layer_level: list[Stmt] = []
+        self._declaring = True
         for stmt in self.module.statements:
             self._guard(self._declaration, stmt, top, layer_level)
+        self._declaring = False
         self._recursive = self._find_recursion()
         for stmt in layer_level:
             self._guard(self._statement, stmt, top)
@@ -109,7 +124,9 @@ class Elaborator:
 
     def error(self, err: SpecError, span: Span | None = None, layer: str | None = None) -> None:
         if err.code != SpecError.FOLLOW_ON:
-            self.diagnostics.append(err.diagnostic(layer, span))
+            diagnostic = err.diagnostic(layer, span)
+            diagnostic.instances = self._path
+            self.diagnostics.append(diagnostic)
 
     def _guard(self, fn, *args) -> None:
         try:
@@ -197,6 +214,10 @@ class Elaborator:
             self._towers(stmt, scope)
         elif isinstance(stmt, ConstDecl):
             self._const(stmt, scope)
+        elif isinstance(stmt, IfStmt):
+            self._if(stmt, scope)
+        elif isinstance(stmt, AliasStmt):
+            self._alias(stmt, scope)
         else:  # a declaration where only layers may stand (the grammar keeps these at top level)
             raise SpecError(f"{type(stmt).__name__} is not allowed here", getattr(stmt, "span", None))
 
@@ -237,6 +258,83 @@ class Elaborator:
         inner.names = scope.names  # towers do not open a naming scope
         self._body(stmt.body, inner)
 
+    def _if(self, stmt: IfStmt, scope: Scope) -> None:
+        """Expands the branch whose condition holds, in the enclosing scope (its names are seen after
+        it). The names only the other branch defines are remembered, so a later use of one says why it
+        is missing. When the condition cannot be decided (an error of its own), both branches' names are
+        follow-on errors rather than unknown layers."""
+        try:
+            holds = self._eval(stmt.condition, scope)
+            if not isinstance(holds, bool):
+                raise SpecError(f"an `if` needs true or false, got {describe(holds)}", stmt.condition.span,
+                                ["compare to get one: `stride != 1`, `in.channels == c`"], code="expression")
+        except SpecError:
+            for name in _names_in(stmt.then + stmt.otherwise):
+                scope.names.setdefault(name, FAILED)
+            raise
+        taken, other = (stmt.then, stmt.otherwise) if holds else (stmt.otherwise, stmt.then)
+        for name in _names_in(other) - _names_in(taken):
+            scope.skipped.setdefault(name, stmt.span)
+        self._body(taken, scope)
+
+    def _alias(self, stmt: AliasStmt, scope: Scope) -> None:
+        if stmt.name in scope.names and stmt.name not in scope.aliases:
+            raise SpecError(f"'{stmt.name}' names a layer; `{stmt.name} = ...` would hide it", stmt.span,
+                            ["give the second name a name of its own"], code="duplicate", layer=stmt.name)
+        if stmt.name == BLOCK_INPUT:
+            raise SpecError("'in' is the block's input and cannot be set", stmt.span, code="duplicate")
+        try:
+            scope.names[stmt.name] = self._resolve(stmt.target.name, stmt.target.span, scope, stmt.name)
+        except SpecError:
+            scope.names[stmt.name] = FAILED
+            raise
+        scope.aliases.add(stmt.name)
+
+    # ------------------------------------------------------------------ layer facts (`in.channels`)
+    FACTS = ("channels", "height", "width", "shape")
+
+    def _fact(self, attr: Attr, scope: Scope) -> Any:
+        """`in.channels`, `b1.height`, `in.shape`: from the shape of a layer made before this point."""
+        if self._declaring:
+            raise SpecError(f"'{attr.target}.{attr.attr}': the constants at the top of a spec are known before "
+                            "any layer is made", attr.span, ["use it where the layer exists: in a layer's or "
+                                                              "block's arguments, or a constant inside a block"],
+                            code="expression")
+        if attr.attr not in self.FACTS:
+            raise SpecError(f"a layer has no '{attr.attr}'", attr.span,
+                            did_you_mean(attr.attr, self.FACTS) or [f"known: {', '.join(self.FACTS)}"],
+                            code="expression")
+        name = self._resolve(attr.target, attr.span, scope, None)
+        shape = self._peek_shape(name)
+        if shape is None:
+            raise SpecError.follow_on()  # the shape pass reports why that layer has none
+        if attr.attr == "shape":
+            return list(shape)
+        if attr.attr == "channels":
+            return shape[0]
+        if len(shape) != 3:
+            raise SpecError(f"'{attr.target}' is a vector of {shape[0]}, with no {attr.attr}", attr.span,
+                            [f"{attr.target}.channels is its length"], code="expression")
+        return shape[1] if attr.attr == "height" else shape[2]
+
+    def _peek_shape(self, name: str) -> tuple | None:
+        """A layer's output shape, inferred now from the layers before it (the shape pass does it again,
+        with its diagnostics, once the graph is complete). None where a layer on the way is in error."""
+        nodes = self.graph.nodes
+        while name not in self._shapes and self._shaped < len(nodes):
+            node = nodes[self._shaped]
+            self._shaped += 1
+            ins = [self._shapes.get(i) for i in node.inputs]
+            shape = None
+            if not node.meta.get("invalid") and all(s is not None for s in ins):
+                try:
+                    inferred = layers.lookup(node.kind).infer(node, ins)
+                    shape = tuple(getattr(inferred, "shape", inferred))
+                except SpecError:
+                    pass
+            self._shapes[node.name] = shape
+        return self._shapes.get(name)
+
     # ------------------------------------------------------------------ layers
     def _layer_or_block(self, stmt: LayerStmt, scope: Scope) -> None:
         if stmt.kind in self.blocks:
@@ -254,7 +352,12 @@ class Elaborator:
             self._full = True
             raise SpecError(f"the spec expands to more than {MAX_LAYERS:,} layers (the limit)", stmt.span,
                             code="too-large", layer=stmt.name)
-        inputs = self._inputs(stmt, scope, kind.arity)
+        try:
+            inputs = self._inputs(stmt, scope, kind.arity)
+        except SpecError:
+            if scope.resolve(stmt.name) is None:
+                scope.names[stmt.name] = FAILED  # its readers are follow-on errors, not unknown layers
+            raise
         name = self._define(stmt.name, scope, stmt.span)
         node = Node(name, kind.name, {}, inputs, stmt.span, scope.towers, stmt.cross, scope.path,
                     repeat=scope.repeat)
@@ -291,7 +394,7 @@ class Elaborator:
             return [self.current]
         names = []
         for ref in stmt.sources:
-            names.append(self._resolve(ref.name, ref.span, scope, stmt.name))
+            names.append(self._resolve(ref.name, ref.span, scope, f"{scope.prefix}{stmt.name}{scope.suffix}"))
         if len(names) < lo or (hi is not None and len(names) > hi):
             want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
             raise SpecError(f"{stmt.kind} takes {want} input{'s' if (hi or 2) > 1 else ''}, got {len(names)}",
@@ -302,8 +405,16 @@ class Elaborator:
         if ref == BLOCK_INPUT and scope.block_input:
             return scope.block_input
         full = scope.resolve(ref)
+        if full is FAILED:
+            raise SpecError.follow_on()
         if full is None and ref in self.graph:
             full = ref
+        if full is None and scope.skipped_at(ref) is not None:
+            at = scope.skipped_at(ref)
+            raise SpecError(f"'{ref}' is not made here: only the branch of the `if` at line {at.line} that did "
+                            f"not hold defines it", span, ["set a name in both branches (`short = in`), or "
+                                                           "use it inside the branch"],
+                            code="unknown-layer", layer=layer)
         if full is None:
             # suggestions cost a pass over every name: only for the diagnostics that will be shown
             known = scope.visible() | set(self.graph._index) if len(self.diagnostics) < MAX_SHOWN else ()
@@ -375,6 +486,8 @@ class Elaborator:
                 total += n * self._size(stmt.body, inner, calls)
             elif isinstance(stmt, TowersBlock):
                 total += self._size(stmt.body, env, calls)
+            elif isinstance(stmt, IfStmt):  # the larger branch: the condition may need shapes not made yet
+                total += max(self._size(stmt.then, env, calls), self._size(stmt.otherwise, env, calls))
             if total >= cap:
                 return cap
         return total
@@ -384,6 +497,9 @@ class Elaborator:
             raise SpecError(f"a name of {len(local):,} characters; names are limited to {MAX_NAME}", span,
                             code="too-large")
         full = f"{scope.prefix}{local}{scope.suffix}"
+        if local in scope.aliases:
+            raise SpecError(f"'{local}' is already a second name (`{local} = ...`) here", span,
+                            ["every layer needs its own name"], code="duplicate", layer=full)
         if full in self.graph or full in self.graph.instances:
             first = self.defined_at.get(full)
             raise SpecError(f"'{full}' is already defined" + (f" (line {first.line})" if first else ""),
@@ -509,9 +625,14 @@ class Elaborator:
         self._room(self._size(block.body, env, (block.name,)), stmt.kind_span, f"{stmt.name}: {block.name}(...)")
         self.current = inputs[0]
         before, reported = len(self.graph), len(self.diagnostics)
-        self._body(block.body, inner)
-        if len(self.graph) == before and len(self.diagnostics) == reported:
+        outer, self._path = self._path, inner.path
+        try:
+            self._body(block.body, inner)
+        finally:
+            self._path = outer
+        if len(self.graph) == before and len(self.diagnostics) == reported and not _has_if(block.body):
             raise SpecError(f"block {block.name} defines no layers", block.span, code="empty-block")
+        # (an instance whose `if`s all chose nothing passes its input through: the block's name is `in`)
         scope.names[stmt.name] = self.current  # the block's name stands for its output
         if stmt.expect is not None:
             out = self.graph.node(self.current)
@@ -525,7 +646,7 @@ class Elaborator:
     # ------------------------------------------------------------------ values
     def _eval(self, expr, scope: Scope) -> Any:
         try:
-            value = evaluate(expr, scope.env)
+            value = evaluate(expr, scope.env, lambda attr: self._fact(attr, scope))
             if contains_failed(value):
                 raise SpecError.follow_on()
             return value
@@ -581,6 +702,36 @@ def _calls_in(body: list[Stmt]):
             yield stmt
         elif isinstance(stmt, (RepeatStmt, TowersBlock)):
             yield from _calls_in(stmt.body)
+        elif isinstance(stmt, IfStmt):
+            yield from _calls_in(stmt.then + stmt.otherwise)
+
+
+def instance_notes(graph: Graph, path: tuple[str, ...], span: Span | None) -> list[str]:
+    """Where a diagnostic inside a block comes from: the instances around it, innermost first, with the
+    lines that call them (the diagnostic's own span is the block's line, the same for every instance)."""
+    notes = []
+    for name in reversed(path):
+        instance = graph.instances.get(name)
+        if instance is None or (span is not None and instance.span is not None and instance.span.line == span.line):
+            continue
+        call = instance.call or f"{instance.block}(...)"
+        notes.append(f"in {name}: {call}" + (f", line {instance.span.line}" if instance.span else ""))
+    return notes
+
+
+def _has_if(body: list[Stmt]) -> bool:
+    return any(isinstance(s, IfStmt) or isinstance(s, (RepeatStmt, TowersBlock)) and _has_if(s.body) for s in body)
+
+
+def _names_in(body: list[Stmt]) -> set[str]:
+    """The names a body gives in its own scope: layers, block calls and second names (an `if` in it too)."""
+    out: set[str] = set()
+    for stmt in body:
+        if isinstance(stmt, (LayerStmt, AliasStmt)):
+            out.add(stmt.name)
+        elif isinstance(stmt, (IfStmt, TowersBlock)):
+            out |= _names_in(stmt.then + stmt.otherwise if isinstance(stmt, IfStmt) else stmt.body)
+    return out
 
 
 def _call_text(stmt: LayerStmt) -> str | None:

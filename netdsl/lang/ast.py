@@ -42,6 +42,21 @@ class Arg:
 
 
 @dataclass
+class Not:
+    operand: "Expr"
+    span: Span
+
+
+@dataclass
+class Attr:
+    """`in.channels`, `conv1.height`: a fact about a layer's output, known once the layers before exist."""
+
+    target: str  # the layer, as written (`in`, `conv1`, `inception_3a.b1`)
+    attr: str
+    span: Span
+
+
+@dataclass
 class Call:
     name: str
     args: list[Arg]
@@ -60,7 +75,7 @@ class ListExpr:
     span: Span
 
 
-Expr = Union[Lit, Var, BinOp, Neg, Call, TupleExpr, ListExpr]
+Expr = Union[Lit, Var, BinOp, Neg, Not, Attr, Call, TupleExpr, ListExpr]
 
 
 @dataclass
@@ -157,8 +172,23 @@ class TowersBlock:
     span: Span
 
 
+@dataclass
+class IfStmt:
+    condition: Expr
+    then: list["Stmt"]
+    otherwise: list["Stmt"]  # an `else if` is one IfStmt here
+    span: Span
+
+
+@dataclass
+class AliasStmt:
+    name: str
+    target: Ref
+    span: Span
+
+
 Stmt = Union[NetDecl, ConstDecl, InputDecl, DefaultsBlock, TrainBlock, LayerStmt, BlockDef,
-             RepeatStmt, TowersBlock]
+             RepeatStmt, TowersBlock, IfStmt, AliasStmt]
 
 
 @dataclass

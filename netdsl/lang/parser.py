@@ -13,7 +13,7 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ..diagnostics import Diagnostic
-from .ast import (Arg, BinOp, BlockDef, Call, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, ListExpr, Lit,
+from .ast import (AliasStmt, Arg, Attr, BinOp, BlockDef, Call, IfStmt, Not, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, ListExpr, Lit,
                   Module, Neg, NetDecl, ParamDecl, Ref, RepeatStmt, Setting, ShapeExpr, TowersBlock, TrainBlock,
                   TupleExpr, Var)
 from .source import Source, Span
@@ -80,6 +80,19 @@ class _ToAst(Transformer):
         count, *body = items
         return TowersBlock(count, _body(body), _span(count))
 
+    def if_stmt(self, items):
+        _, condition, *rest = items
+        otherwise = rest.pop() if rest and (rest[-1] is None or isinstance(rest[-1], (IfStmt, list))) else None
+        otherwise = [otherwise] if isinstance(otherwise, IfStmt) else otherwise or []
+        return IfStmt(condition, _body(r for r in rest if not (isinstance(r, Token) and r.type == "ELSE")),
+                      otherwise, _span(items[0]))
+
+    def else_body(self, items):
+        return _body(items)
+
+    def alias_stmt(self, items):
+        return AliasStmt(str(items[0]), items[1], _span(items[0]))
+
     def layer_stmt(self, items):
         name, kind, args, sources, cross, expect = items
         return LayerStmt(str(name), str(kind), args or [], sources, cross is not None, expect,
@@ -120,6 +133,13 @@ class _ToAst(Transformer):
     def var(self, items):
         return Var(str(items[0]), _span(items[0]))
 
+    def attr(self, items):
+        *target, attr = items
+        return Attr(".".join(str(t) for t in target), str(attr), _join(items[0], items[-1]))
+
+    def not_(self, items):
+        return Not(items[0], _span(items[0]))
+
     def call(self, items):
         args = items[1] or []
         return Call(str(items[0]), args, _join(items[0], args[-1].value) if args else _span(items[0]))
@@ -142,6 +162,8 @@ class _ToAst(Transformer):
 
     add, sub, mul, div = _binop("+"), _binop("-"), _binop("*"), _binop("/")
     floordiv, mod, pow = _binop("//"), _binop("%"), _binop("**")
+    and_, or_ = _binop("and"), _binop("or")
+    eq, ne, lt, le, gt, ge = _binop("=="), _binop("!="), _binop("<"), _binop("<="), _binop(">"), _binop(">=")
 
 
 def _int(digits: str) -> int | TooLarge:
@@ -164,7 +186,7 @@ def _parser() -> Lark:
 
 
 KEYWORDS = {"net", "const", "input", "defaults", "train", "block", "repeat", "as", "towers",
-            "cross", "expect"}
+            "cross", "expect", "if", "else", "and", "or", "not"}
 
 
 def _describe_expected(expected: set[str]) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import SpecError
-from .ast import BinOp, Call, Expr, ListExpr, Lit, Neg, TupleExpr, Var
+from .ast import Attr, BinOp, Call, Expr, ListExpr, Lit, Neg, Not, TupleExpr, Var
 from .source import Span
 
 
@@ -59,8 +59,23 @@ class TooLarge:
     digits: int
 
 
-def evaluate(expr: Expr, env: Mapping[str, Any]) -> Any:
+# `in.channels`: the elaborator answers from the shapes of the layers made so far (None: no layers here).
+Facts = Callable[[Attr], Any] | None
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+def evaluate(expr: Expr, env: Mapping[str, Any], facts: Facts = None) -> Any:
     """Evaluate an expression; names look up constants, unknown names become Words."""
+    if isinstance(expr, (BinOp, Not)) and expr_is_logic(expr):
+        return _logic(expr, env, facts)
+    if isinstance(expr, Attr):
+        if facts is None:
+            raise SpecError(f"'{expr.target}.{expr.attr}' reads a layer's shape, which is not known here",
+                            expr.span, ["layer facts such as `in.channels` can be used in layer and block "
+                                        "arguments, block constants and `if` conditions"], code="expression")
+        return facts(expr)
     if isinstance(expr, Lit):
         if isinstance(expr.value, TooLarge):
             raise SpecError(f"a {expr.value.digits}-digit number is far too large", expr.span, code="too-large")
@@ -72,11 +87,11 @@ def evaluate(expr: Expr, env: Mapping[str, Any]) -> Any:
             return expr.name == "true"
         return Word(expr.name)
     if isinstance(expr, Neg):
-        value = evaluate(expr.operand, env)
+        value = evaluate(expr.operand, env, facts)
         _require_number(value, expr.operand.span, "-")
         return _checked(-value, expr.span)
     if isinstance(expr, BinOp):
-        left, right = evaluate(expr.left, env), evaluate(expr.right, env)
+        left, right = evaluate(expr.left, env, facts), evaluate(expr.right, env, facts)
         _require_number(left, expr.left.span, expr.op)
         _require_number(right, expr.right.span, expr.op)
         if expr.op in ("/", "//", "%") and right == 0:
@@ -98,12 +113,12 @@ def evaluate(expr: Expr, env: Mapping[str, Any]) -> Any:
             raise SpecError(f"'{expr.op}' gives a number too large for a float", expr.span,
                             code="expression") from None
     if isinstance(expr, TupleExpr):
-        return tuple(evaluate(i, env) for i in expr.items)
+        return tuple(evaluate(i, env, facts) for i in expr.items)
     if isinstance(expr, ListExpr):
-        return [evaluate(i, env) for i in expr.items]
+        return [evaluate(i, env, facts) for i in expr.items]
     if isinstance(expr, Call):
-        args = [evaluate(a.value, env) for a in expr.args if a.name is None]
-        kwargs = tuple((a.name, evaluate(a.value, env)) for a in expr.args if a.name is not None)
+        args = [evaluate(a.value, env, facts) for a in expr.args if a.name is None]
+        kwargs = tuple((a.name, evaluate(a.value, env, facts)) for a in expr.args if a.name is not None)
         if expr.name in _MATH and not kwargs:
             for a, arg in zip(args, expr.args):
                 _require_number(a, arg.span, expr.name)
@@ -113,6 +128,45 @@ def evaluate(expr: Expr, env: Mapping[str, Any]) -> Any:
                 raise SpecError(f"{expr.name}(...): {exc}", expr.span, code="expression") from None
         return FuncValue(expr.name, tuple(args), kwargs)
     raise SpecError(f"cannot evaluate {type(expr).__name__}", getattr(expr, "span", None))
+
+
+def expr_is_logic(expr: Expr) -> bool:
+    return isinstance(expr, Not) or expr.op in ("and", "or", "==", "!=", *_COMPARE)
+
+
+def _logic(expr: "BinOp | Not", env: Mapping[str, Any], facts: Facts) -> bool:
+    """Comparisons and and/or/not. `and` and `or` stop at the first side that decides, so that
+    `in.height > 1 and ...` never evaluates the right side when it would not matter."""
+    if isinstance(expr, Not):
+        return not _require_bool(evaluate(expr.operand, env, facts), expr.operand.span, "not")
+    if expr.op in ("and", "or"):
+        left = _require_bool(evaluate(expr.left, env, facts), expr.left.span, expr.op)
+        if left == (expr.op == "or"):
+            return left
+        return _require_bool(evaluate(expr.right, env, facts), expr.right.span, expr.op)
+    left, right = evaluate(expr.left, env, facts), evaluate(expr.right, env, facts)
+    if left is FAILED or right is FAILED:
+        raise SpecError.follow_on()
+    if expr.op in ("==", "!="):
+        same = _comparable(left) == _comparable(right)
+        return same if expr.op == "==" else not same
+    _require_number(left, expr.left.span, expr.op)
+    _require_number(right, expr.right.span, expr.op)
+    return _COMPARE[expr.op](left, right)
+
+
+def _comparable(value: Any) -> Any:
+    """Words compare with the strings they spell (`mode == nearest`, `mode == "nearest"`)."""
+    return value.name if isinstance(value, Word) else list(value) if isinstance(value, tuple) else value
+
+
+def _require_bool(value: Any, span: Span, op: str) -> bool:
+    if value is FAILED:
+        raise SpecError.follow_on()
+    if not isinstance(value, bool):
+        raise SpecError(f"'{op}' needs true or false, got {describe(value)}", span,
+                        ["compare to get one: `stride != 1`, `in.channels == c`"], code="expression")
+    return value
 
 
 def _check_size(expr: BinOp, left: Any, right: Any) -> None:
