@@ -7,6 +7,7 @@ Training's checkpoints (training/checkpoint.py) and `netdsl export --weights` bo
 from __future__ import annotations
 
 import hashlib
+import re
 import os
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,51 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where
 def load_file(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """`model.load_state_dict` from a file, with the checks above."""
     load_weights(model, state_dict(read(path), path), path)
+
+
+def rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """Another model's state dict under netdsl's layer names: each key is renamed by the first rule
+    `(pattern, replacement)` whose regular expression matches the whole key (`re.fullmatch`). In the
+    replacement, `{2}` is group 2 and `{2+1}` group 2 plus one (torchvision counts blocks from 0, a
+    `repeat` from 1: `layer1.0.conv1.weight` -> `layer1.block_1.conv1.weight`). specs/zoo/torchvision.yaml
+    holds the rules for torchvision's models (docs/zoo.md). A key no rule matches is an error naming it,
+    never silently dropped."""
+    compiled = [(re.compile(pattern), replacement) for pattern, replacement in rules]
+    out: dict[str, torch.Tensor] = {}
+    unmatched = []
+    for key, value in state.items():
+        for pattern, replacement in compiled:
+            match = pattern.fullmatch(key)
+            if match:
+                new = _TEMPLATE.sub(lambda m: _group(match, m), replacement)
+                if new in out:
+                    raise CheckpointError(f"the name map sends two keys to '{new}' (the second is '{key}')")
+                out[new] = value
+                break
+        else:
+            unmatched.append(key)
+    if unmatched:
+        raise CheckpointError(f"no rule of the name map matches {len(unmatched)} key(s): "
+                              + ", ".join(unmatched[:6]) + (" ..." if len(unmatched) > 6 else ""))
+    return out
+
+
+_TEMPLATE = re.compile(r"\{(\d+)([+-]\d+)?\}")
+
+
+def _group(match: re.Match, field: re.Match) -> str:
+    value = match.group(int(field.group(1)))
+    return str(int(value) + int(field.group(2))) if field.group(2) else value
+
+
+def fit(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:
+    """load_weights, where a tensor may also come in another shape of the same layout and size: a Linear's
+    [out, in] for a 1x1 convolution's [out, in, 1, 1] (ConvNeXt's pointwise layers), a [C] scale for [C, 1, 1]."""
+    own = model.state_dict()
+    weights = {k: v.reshape(own[k].shape) if k in own and v.shape != own[k].shape and v.numel() == own[k].numel()
+               and _squeezed(v.shape) == _squeezed(own[k].shape) else v for k, v in weights.items()}
+    load_weights(model, weights, where)
+
+
+def _squeezed(shape: torch.Size) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
