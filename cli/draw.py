@@ -8,7 +8,7 @@ import click
 from netdsl.draw import FORMATS, RANKDIRS, format_for, render
 from netdsl.errors import UsageError
 
-from .main import load_or_exit, write_file
+from .main import load_any_or_exit, write_file
 
 
 @click.command()
@@ -23,11 +23,14 @@ from .main import load_or_exit, write_file
 @click.option("--shapes/--no-shapes", default=True, show_default=True, help="Tensor shapes on the edges.")
 @click.option("--counts/--no-counts", default=True, show_default=True,
               help="Parameter counts in the boxes and totals in the title.")
+@click.option("--diff", "against", type=click.Path(dir_okay=False), metavar="OTHER",
+              help="Colour what differs from OTHER (a spec or .prototxt): added and changed layers, and "
+                   "OTHER's layers that SPEC removed, drawn dashed where they were (see `netdsl diff`).")
 @click.option("--fold/--expand", default=True, show_default=True,
               help="Fold each block instance into one box and runs of identical blocks or repeat "
                    "iterations into one xN box, or draw every layer (blocks as dashed clusters).")
 def draw(spec: str, output: str | None, fmt: str | None, rankdir: str, shapes: bool, counts: bool,
-         fold: bool) -> None:
+         against: str | None, fold: bool) -> None:
     """Draw SPEC: layers with their hyper-parameters and parameter counts, shapes on the edges,
     one cluster per tower. Needs Graphviz's `dot` program, except for .dot output."""
     if output is None:
@@ -36,8 +39,13 @@ def draw(spec: str, output: str | None, fmt: str | None, rankdir: str, shapes: b
         chosen = format_for(None if output == "-" else output, fmt or ("dot" if output == "-" else None))
     except ValueError as err:
         raise UsageError(str(err)) from None
-    net = load_or_exit(spec)
-    data = render(net.graph, None, chosen, rankdir=rankdir.upper(), shapes=shapes, counts=counts, fold=fold)
+    net = load_any_or_exit(spec)
+    graph, marks = net.graph, None
+    if against:
+        from netdsl.diff import merged
+        graph, marks = merged(load_any_or_exit(against).graph, net.graph)
+    data = render(graph, None, chosen, rankdir=rankdir.upper(), shapes=shapes, counts=counts, fold=fold,
+                  **({"marks": marks} if marks is not None else {}))
     write_file(output, data)
     if output != "-":
         click.echo(f"wrote {output} ({chosen}, {len(data):,} bytes)")

@@ -27,6 +27,17 @@ def load_or_exit(spec: str) -> Net:
     return checked(netdsl.load(Path(spec)))
 
 
+IMPORTED = (".prototxt", ".pbtxt")  # what `netdsl import` reads besides specs
+
+
+def load_any_or_exit(path: str) -> Net:
+    """A spec, or a file `netdsl import` reads (converted on the fly), checked like load_or_exit."""
+    if Path(path).suffix.lower() in IMPORTED:
+        from netdsl.caffe.importer import ImportOptions, import_file
+        return checked(netdsl.loads(import_file(path, ImportOptions()).spec, f"<{Path(path).name} imported>"))
+    return load_or_exit(path)
+
+
 def checked(net: Net) -> Net:
     """The net, its warnings printed; NetdslError (for the handler) when it has errors."""
     net.raise_for_errors()
@@ -105,6 +116,7 @@ class NetdslGroup(click.Group):
 
 # Subcommands that live in their own modules: name -> "module:attribute".
 LAZY_COMMANDS = {
+    "diff": "netdsl.cli.diff:diff_cmd",
     "draw": "netdsl.cli.draw:draw",
     "import": "netdsl.cli.caffe:import_cmd",
     "import-weights": "netdsl.cli.caffe:import_weights_cmd",

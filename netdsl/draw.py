@@ -323,13 +323,14 @@ class _Cluster:
 
 
 def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool = True,
-           fold: bool = True) -> graphviz.Digraph:
-    """The diagram of a checked graph."""
+           fold: bool = True, marks: dict[str, str] | None = None) -> graphviz.Digraph:
+    """The diagram of a checked graph. `marks` (layer -> added | changed | removed, from diff.merged)
+    colours what a comparison found; a folded box takes the mark of any layer in it."""
     if rankdir.upper() not in RANKDIRS:
         raise ValueError(f"rankdir must be one of {', '.join(RANKDIRS)}, got {rankdir!r}")
     boxes = folded_boxes(graph) if fold else expanded_boxes(graph)
     owner = {n.name: box for box in boxes for n in box.nodes}
-    dot = graphviz.Digraph(graph.name, graph_attr=_graph_attrs(graph, rankdir.upper(), counts, fold),
+    dot = graphviz.Digraph(graph.name, graph_attr=_graph_attrs(graph, rankdir.upper(), counts, fold, marks),
                            node_attr={"shape": "box", "style": "rounded,filled", "fontname": FONT,
                                       "fontsize": "12", "color": "#444444", "margin": "0.1,0.03"},
                            edge_attr={"fontname": FONT, "fontsize": "10", "fontcolor": MUTED,
@@ -338,6 +339,8 @@ def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool 
     outputs = {n.name for n in graph.outputs()}
     for box in boxes:
         attrs = _node_attrs(graph, box, counts, outputs)
+        if marks:
+            attrs.update(_mark_attrs(box, marks))
         for t, node_id in enumerate(copies(graph, box)):
             _cluster_for(graph, root, box, t).nodes.append((node_id, attrs))
     _emit(dot, root)
@@ -346,8 +349,12 @@ def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool 
     return dot
 
 
-def _graph_attrs(graph: Graph, rankdir: str, counts: bool, fold: bool) -> dict[str, str]:
+def _graph_attrs(graph: Graph, rankdir: str, counts: bool, fold: bool,
+                 marks: dict[str, str] | None = None) -> dict[str, str]:
     lines = [graph.title or graph.name]
+    if marks is not None:
+        lines.append("compared: green added, amber changed, red dashed removed ("
+                     + ", ".join(f"{sum(m == s for m in marks.values())} {s}" for s in MARKS) + ")")
     if counts:
         total_params = sum(n.meta.get("param_count", 0) for n in graph)
         total_macs = sum(n.meta.get("macs", 0) for n in graph)
@@ -379,6 +386,23 @@ def _node_attrs(graph: Graph, box: Box, counts: bool, outputs: set[str]) -> dict
         attrs["fillcolor"] = FILL.get(kind, FILL_OTHER)
     if any(n.meta.get("reads_all_towers") for n in box.nodes):
         attrs.update(color=CROSS_COLOR, penwidth="2")
+    return attrs
+
+
+MARKS = {  # diff marks: (fill, border)
+    "added": ("#c9efc0", "#2e8b3a"), "changed": ("#ffe2a8", "#d68910"), "removed": ("#fbe3e1", CROSS_COLOR),
+}
+
+
+def _mark_attrs(box: Box, marks: dict[str, str]) -> dict[str, str]:
+    found = [marks.get(n.name) for n in box.nodes]
+    if not any(found):
+        return {}
+    mark = found[0] if len(set(found)) == 1 else "changed"  # a folded block partly changed is changed
+    fill, border = MARKS[mark]
+    attrs = {"fillcolor": fill, "color": border, "penwidth": "2.5"}
+    if mark == "removed":
+        attrs["style"] = "rounded,filled,dashed"
     return attrs
 
 
