@@ -8,11 +8,12 @@ import click
 from netdsl.draw import FORMATS, RANKDIRS, format_for, render
 from netdsl.errors import UsageError
 
-from .main import load_any_or_exit, write_file
+from .main import consts_option, load_any_or_exit, write_file
 
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=True))
+@consts_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write the diagram to FILE; its extension picks the format. '-' writes to stdout. "
                    "[default: SPEC's name with .svg, in the current folder]")

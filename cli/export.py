@@ -13,13 +13,14 @@ import click
 
 from netdsl.lowering.options import EXPORT_FORMATS
 
-from .main import load_or_exit
+from .main import consts_option, load_or_exit
 
 FORMATS = (*EXPORT_FORMATS, "prototxt")
 
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
+@consts_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="What to write.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The file to write.")
 @click.option("--weights", type=click.Path(dir_okay=False),

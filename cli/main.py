@@ -22,9 +22,35 @@ from netdsl.errors import DiagnosticsError, Error, UsageError
 EXIT_INTERRUPTED = 130
 
 
+CONSTS = "netdsl.consts"  # click context meta key: the -D overrides of this command
+
+
+def _store_consts(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> None:
+    consts: dict[str, str] = {}
+    for item in values:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip().isidentifier() or not value.strip():
+            raise click.BadParameter(f"'{item}': expected NAME=VALUE, e.g. -D classes=3", ctx, param)
+        consts[name.strip()] = value.strip()
+    ctx.meta[CONSTS] = consts
+
+
+def consts_option(command):
+    """-D NAME=VALUE (repeatable): replace a top-level `const NAME` of the spec for this command."""
+    return click.option("-D", "--const", "consts", multiple=True, metavar="NAME=VALUE", expose_value=False,
+                        callback=_store_consts, is_eager=True,
+                        help="Replace the spec's top-level `const NAME` (e.g. -D classes=3); repeatable.")(command)
+
+
+def given_consts() -> dict[str, str]:
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get(CONSTS, {})) if ctx else {}
+
+
 def load_or_exit(spec: str) -> Net:
-    """Load a checked spec and print its warnings; spec errors and unusable paths go to the handler."""
-    return checked(netdsl.load(Path(spec)))
+    """Load a checked spec (with the command's -D overrides) and print its warnings; spec errors and
+    unusable paths go to the handler."""
+    return checked(netdsl.load(Path(spec), consts=given_consts()))
 
 
 IMPORTED = (".prototxt", ".pbtxt")  # what `netdsl import` reads besides specs
@@ -136,12 +162,13 @@ def main() -> None:
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=True))
+@consts_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--emit-ir", type=click.Path(dir_okay=False, writable=True),
               help="Write the IR to FILE (.json, or YAML for .yaml/.yml).")
 def check(spec: str, as_json: bool, emit_ir: str | None) -> None:
     """Check SPEC: resolve names, infer every shape, count parameters and multiply-adds."""
-    net = netdsl.load(Path(spec))
+    net = netdsl.load(Path(spec), consts=given_consts())
     if as_json and not net.ok:  # a program reading stdout gets JSON whatever the outcome; people read stderr
         click.echo(json.dumps({"name": net.graph.name if net.graph else None, "source": net.source.name,
                                "ok": False, "diagnostics": [d.to_dict() for d in net.diagnostics]}, indent=2))

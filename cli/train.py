@@ -20,13 +20,14 @@ from netdsl.lowering.options import AMP
 from netdsl.training.config import RECIPES
 from netdsl.training.host import passive_openmp
 
-from .main import load_or_exit
+from .main import checked, consts_option, given_consts, load_or_exit
 
 
 # ----------------------------------------------------------------------------- train
 
 @click.command()
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@consts_option
 @click.option("--data", type=click.Path(file_okay=False),
               help="Folder with train/<class>/* and val/<class>/* (default: the bundled digits).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
@@ -91,15 +92,18 @@ def _cli_layer(flags: dict[str, Any], settings: tuple[str, ...]) -> dict[str, An
 
 
 def _resume_spec(spec: str | None, state: dict[str, Any], resume: str) -> Net:
-    saved = state.get("spec")
+    saved, consts, given = state.get("spec"), state.get("consts") or {}, given_consts()
+    if given and given != consts:
+        trained = " ".join(f"-D {k}={v}" for k, v in consts.items()) or "no -D"
+        raise UsageError(f"{resume} was trained with {trained}; a resumed run keeps them (leave -D out)")
     if spec is None:
         if saved is None:
             raise UsageError(f"{resume}: the checkpoint holds no spec; give SPEC")
-        net = netdsl.loads(saved, str(Path(resume) / "spec.net"))
+        net = netdsl.loads(saved, str(Path(resume) / "spec.net"), consts=consts)
         if not net.ok:
             raise UsageError(f"the spec saved in {resume} no longer checks:\n{net.render_diagnostics()}")
         return net
-    net = load_or_exit(spec)
+    net = load_or_exit(spec) if given or not consts else checked(netdsl.load(Path(spec), consts=consts))
     if saved is not None and net.source.text != saved:
         click.echo(f"warning: {spec} differs from the spec the run was trained with "
                    f"({resume}/spec.net); the weights must still fit", err=True)
@@ -153,6 +157,8 @@ def _forward_args(ctx: click.Context) -> list[str]:
                 args += [opt, str(v)]
         else:
             args += [opt, str(value)]
+    for name, value in given_consts().items():
+        args += ["-D", f"{name}={value}"]
     return args
 
 
@@ -161,6 +167,7 @@ def _forward_args(ctx: click.Context) -> list[str]:
 
 @click.command("eval")
 @click.argument("spec", type=click.Path(dir_okay=False))
+@consts_option
 @click.option("--weights", required=True, type=click.Path(), help="A checkpoint (best.pt, last.pt) or state dict.")
 @click.option("--data", type=click.Path(file_okay=False), help="Folder with val/<class>/* (default: the bundled digits).")
 @click.option("--crops", type=click.Choice(["centre", "center", "10", "both"]), default="both", show_default=True,
@@ -192,6 +199,7 @@ def eval_cmd(spec: str, weights: str, data: str | None, crops: str, batch_size: 
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
+@consts_option
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--weights", required=True, type=click.Path())
 @click.option("--top", "k", type=click.IntRange(1), default=5, show_default=True)

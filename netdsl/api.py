@@ -21,6 +21,7 @@ class Net:
     source: Source
     graph: Graph | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    consts: dict[str, str] = field(default_factory=dict)  # -D NAME=VALUE overrides it was checked with
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -81,11 +82,12 @@ class Net:
             return None
 
 
-def load(spec: str | os.PathLike, name: str | None = None) -> Net:
+def load(spec: str | os.PathLike, name: str | None = None, consts: dict[str, str] | None = None) -> Net:
     """Load a spec from a path or from its text. Spec errors are in `net.diagnostics`, not raised.
 
     A str counts as a path when it names an existing file or ends in `.net` with no newline;
-    otherwise it is the spec's text.
+    otherwise it is the spec's text. `consts` ({"classes": "3"}, the command line's -D) replaces
+    top-level constants, each value written as in a spec and of the type the spec's own value has.
     """
     if isinstance(spec, os.PathLike) or _looks_like_path(spec):
         try:
@@ -93,42 +95,44 @@ def load(spec: str | os.PathLike, name: str | None = None) -> Net:
         except SpecError as err:
             return _unreadable(err, str(Path(spec)))
     else:
-        return _from_text(spec.removeprefix("\ufeff"), name or "<spec>")
-    return check(source)
+        return _from_text(spec.removeprefix("\ufeff"), name or "<spec>", consts)
+    return check(source, consts)
 
 
-def loads(text: str | bytes, name: str = "<spec>") -> Net:
+def loads(text: str | bytes, name: str = "<spec>", consts: dict[str, str] | None = None) -> Net:
     if isinstance(text, bytes):
         try:
-            return check(decode_spec(text, name))
+            return check(decode_spec(text, name), consts)
         except SpecError as err:
             return _unreadable(err, name)
-    return _from_text(text, name)
+    return _from_text(text, name, consts)
 
 
-def _from_text(text: str, name: str) -> Net:
+def _from_text(text: str, name: str, consts: dict[str, str] | None = None) -> Net:
     """A spec given as text: the size limit a file has (read_spec, decode_spec), then the check."""
     try:
         check_size(len(text.encode("utf-8", "surrogatepass")))
     except SpecError as err:
         return _unreadable(err, name)
-    return check(Source(text, name))
+    return check(Source(text, name), consts)
 
 
-def check(source: Source) -> Net:
+def check(source: Source, consts: dict[str, str] | None = None) -> Net:
     try:
-        return _check(source)
+        net = _check(source, dict(consts or {}))
+        net.consts = dict(consts or {})
+        return net
     except RecursionError:
         return Net(source, None, [Diagnostic("error", "the spec nests too deeply to analyse",
                                              Span(1, 1, 1, 1), code="too-deep",
                                              notes=["split deeply nested expressions or blocks"])])
 
 
-def _check(source: Source) -> Net:
+def _check(source: Source, consts: dict[str, str]) -> Net:
     module, syntax_errors = parse(source)
     if module is None:
         return Net(source, None, syntax_errors)
-    graph, diagnostics = elaborate(module, source.name)
+    graph, diagnostics = elaborate(module, source.name, consts)
     if not any(d.severity == "error" for d in diagnostics) or graph.nodes:
         found = run_passes(graph)
         for d in found:

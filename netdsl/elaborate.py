@@ -86,8 +86,10 @@ class _Default:
 
 
 class Elaborator:
-    def __init__(self, module: Module, source_name: str):
+    def __init__(self, module: Module, source_name: str, consts: dict[str, str] | None = None):
         self.module = module
+        self.consts = dict(consts or {})  # -D NAME=VALUE: replaces the top-level `const NAME`
+        self._overridden: set[str] = set()
         self.graph = Graph(_default_name(source_name), source=source_name)
         self.diagnostics: list[Diagnostic] = []
         self.blocks: dict[str, BlockDef] = {}
@@ -109,6 +111,13 @@ class Elaborator:
         for stmt in self.module.statements:
             self._guard(self._declaration, stmt, top, layer_level)
         self._declaring = False
+        self.graph.constants = {k: _plain(v) for k, v in top.env.items() if not contains_failed(v)}
+        for name in self.consts.keys() - self._overridden:
+            known = [s.name for s in self.module.statements if isinstance(s, ConstDecl)]
+            self.error(SpecError(f"-D {name}={self.consts[name]}: the spec has no constant '{name}'",
+                                 notes=did_you_mean(name, known) or
+                                 [f"its constants: {', '.join(known)}" if known else "it declares no constants"],
+                                 code="unknown-const"))
         self._recursive = self._find_recursion()
         for stmt in layer_level:
             self._guard(self._statement, stmt, top)
@@ -161,9 +170,29 @@ class Elaborator:
             raise SpecError(f"constant '{stmt.name}' is defined twice", stmt.span, code="duplicate")
         try:
             scope.env[stmt.name] = self._eval(stmt.value, scope)
+            if scope.parent is None and stmt.name in self.consts:
+                scope.env[stmt.name] = self._override(stmt, scope.env[stmt.name], scope)
         except SpecError:
             scope.env[stmt.name] = FAILED  # its uses are follow-on errors, not reported again
             raise
+
+    def _override(self, stmt: ConstDecl, value: Any, scope: Scope) -> Any:
+        """The value `-D NAME=TEXT` gives a top-level constant, of the type the spec's own value has."""
+        from .lang.parser import parse
+        from .lang.source import Source
+        self._overridden.add(stmt.name)
+        text = self.consts[stmt.name]
+        given = f"-D {stmt.name}={text}"
+        module, errors = parse(Source(f"const {stmt.name} = {text}\n", "-D"))
+        if errors or not module or len(module.statements) != 1 or not isinstance(module.statements[0], ConstDecl):
+            raise SpecError(f"{given}: '{text}' is not a value (a number, a word, true/false, a list ...)",
+                            stmt.span, code="bad-value")
+        new = evaluate(module.statements[0].value, scope.env)
+        expected = _value_type(value)
+        if _value_type(new) != expected and not (expected == "a number" and _value_type(new) == "a whole number"):
+            raise SpecError(f"{given}: gives {describe(new)}, but '{stmt.name}' is {expected} "
+                            f"(the spec says {describe(value)})", stmt.span, code="bad-value")
+        return float(new) if expected == "a number" else new
 
     def _train_setting(self, setting, scope: Scope) -> None:
         """A `train { key = value }` setting, checked here (with its line) as `netdsl train` would."""
@@ -755,8 +784,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def elaborate(module: Module, source_name: str) -> tuple[Graph, list[Diagnostic]]:
-    e = Elaborator(module, source_name)
+def _value_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, (Word, str)):
+        return "a word or string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return "a function value"
+
+
+def elaborate(module: Module, source_name: str,
+              consts: dict[str, str] | None = None) -> tuple[Graph, list[Diagnostic]]:
+    e = Elaborator(module, source_name, consts)
     graph = e.run()
     return graph, e.diagnostics
 

@@ -173,6 +173,7 @@ class Graph:
     title: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     source: str = "<spec>"
+    constants: dict[str, Any] = field(default_factory=dict)  # top-level `const`s (after -D), plain values
 
     def __post_init__(self) -> None:
         self._index = {n.name: n for n in self.nodes}

@@ -331,7 +331,7 @@ def test_class_count_must_match_the_spec(spec, folder, tmp_path):
             (three / split / name).mkdir(parents=True)
             Image.new("RGB", (20, 20), CLASSES[name]).save(three / split / name / "0.jpg")
     code, out = cli("train", spec, "--data", three, "--out", tmp_path / "run")
-    assert code == 2 and "outputs 4 classes" in out and "has 3" in out and "const classes = 3" in out
+    assert code == 2 and "outputs 4 classes" in out and "has 3 classes" in out and "-D classes=3" in out
 
 
 def test_unknown_setting_and_bad_yaml(spec, tmp_path):

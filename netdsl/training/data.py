@@ -538,5 +538,8 @@ def check_classes(graph: Graph, data: DataSet) -> None:
     n = outputs[0].shape[0]
     if n != len(data.classes):
         raise UsageError(f"{graph.source} outputs {n} classes but {data.name.split(':')[0]} has "
-                         f"{len(data.classes)}; change the last layer (e.g. `const classes = "
-                         f"{len(data.classes)}`) or the data")
+                         f"{len(data.classes)} classes; " + (
+                             f"train with -D classes={len(data.classes)} (the spec's `const classes`)"
+                             if "classes" in graph.constants else
+                             f"change the last layer (e.g. `const classes = {len(data.classes)}` used by it, "
+                             f"then -D classes=N on the command line) or the data"))

@@ -201,7 +201,9 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
 
 
 def _to_tensor(img: Image.Image) -> torch.Tensor:
-    a = np.asarray(img)
+    # np.array, not np.asarray: PIL's buffer is read-only, and torch warns (to the user's terminal) on
+    # a tensor over read-only memory; the copy costs ~0.1 ms for a 500x375 image
+    a = np.array(img)
     if a.ndim == 2:
         a = a[:, :, None]
     return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)  # C x H x W, HWC in memory

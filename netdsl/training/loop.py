@@ -408,7 +408,7 @@ class Trainer:
                 "ranks": ranks, "best_acc1": p.best_acc1, "best_epoch": p.best_epoch,
                 "config": self.config.to_dict(), "classes": list(self.data.classes),
                 "stats": stats_to_dict(self.data.stats), "input": [self.channels, *self.size],
-                "spec": self.net.source.text, "net": self.net.graph.name}
+                "spec": self.net.source.text, "consts": dict(self.net.consts), "net": self.net.graph.name}
 
     def _save(self, state: dict[str, Any], name: str) -> None:
         checkpoint.save_atomic(state, self.run_dir / name)

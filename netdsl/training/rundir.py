@@ -196,7 +196,9 @@ def write_run_files(run_dir: Path, net: "Net", resolved: Resolved, dist: "Dist",
     write_atomic(run_dir / "config.yaml",
                  f"# netdsl {__version__}: resolved training configuration (reuse with --config FILE)\n"
                  + yaml.safe_dump({"train": config, "origin": resolved.origin}, sort_keys=False))
-    write_atomic(run_dir / "spec.net", net.source.text)
+    overrides = "".join(f"#   -D {k}={v}\n" for k, v in net.consts.items())
+    # spec.net is the file as trained; the -D overrides (also in last.pt, restored by --resume) head it
+    write_atomic(run_dir / "spec.net", (f"# trained with:\n{overrides}" if overrides else "") + net.source.text)
     env_file = run_dir / "env.json"  # one entry per session: the start, then each resume
     try:
         sessions = json.loads(env_file.read_text()) if env_file.exists() else []
