@@ -143,6 +143,7 @@ class NetdslGroup(click.Group):
 # Subcommands that live in their own modules: name -> "module:attribute".
 LAZY_COMMANDS = {
     "diff": "netdsl.cli.diff:diff_cmd",
+    "profile": "netdsl.cli.profile:profile",
     "draw": "netdsl.cli.draw:draw",
     "import": "netdsl.cli.caffe:import_cmd",
     "import-weights": "netdsl.cli.caffe:import_weights_cmd",
