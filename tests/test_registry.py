@@ -30,6 +30,13 @@ USES = {
     "maximum": "a: relu() <- data\nb: tanh() <- data\nx: maximum() <- a, b",
     "weighted_sum": "a: relu() <- data\nb: tanh() <- data\nx: weighted_sum([1, 0.5]) <- a, b",
     "slice": "x: slice(1, 3)", "scale": "x: scale(bias=true)", "power": "x: power(2, scale=0.5)",
+    # modern convnets (torchvision): tests/test_layer_kinds.py checks each against torch's own computation
+    "relu6": "x: relu6()", "hardswish": "x: hardswish()", "hardsigmoid": "x: hardsigmoid()", "silu": "x: swish()",
+    "mish": "x: mish()", "elu": "x: elu(alpha=0.5)", "prelu": "x: prelu(init=0.1)",
+    "layernorm": "x: layernorm()", "groupnorm": "x: groupnorm(2)", "layer_scale": "x: layer_scale(0.5)",
+    "channel_shuffle": "x: channel_shuffle(2)", "drop_path": "x: drop_path(0.2)",
+    "convtranspose": "x: convtranspose(6, 3, stride=2, pad=(1, 0), output_pad=1)",
+    "upsample": "x: upsample(1.5, mode=bilinear)",
 }
 
 

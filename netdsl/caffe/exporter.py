@@ -16,7 +16,7 @@ from ..diagnostics import Diagnostic
 from ..errors import CaffeExportError
 from ..ir import Graph, Node
 from ..layers import groups
-from ..layers.window import Window
+from ..layers.window import Window, counts_padding
 
 INDENT = "  "
 
@@ -139,7 +139,19 @@ def exporter(*kinds: str) -> Callable[[Export], Export]:
 
 
 # Kinds Caffe has no layer for, and why (tests/test_registry.py holds every kind to one or the other).
-NO_EXPORTER = {"gelu": "Caffe has no GELU layer (and no erf to build one from)"}
+NO_EXPORTER = {
+    "gelu": "Caffe has no GELU layer (and no erf to build one from)",
+    "hardswish": "Caffe has no hard-swish layer",
+    "hardsigmoid": "Caffe has no hard-sigmoid layer",
+    "mish": "Caffe has no Mish layer",
+    "layernorm": "Caffe has no layer norm (its MVN normalises each channel over the positions, not the "
+                 "channels at each position)",
+    "groupnorm": "Caffe has no group norm",
+    "channel_shuffle": "BVLC Caffe has no channel shuffle (ShuffleNet's ShuffleChannel layer lives in forks)",
+    "drop_path": "Caffe has no stochastic depth (it is the identity at inference: leave it out of a deploy net)",
+    "upsample": "Caffe has no upsampling layer (nets use a Deconvolution with fixed bilinear weights, which "
+                "differs at the borders)",
+}
 
 
 def _unsupported(ex: Exporter, node: Node) -> None:
@@ -157,6 +169,15 @@ def _hw(values: list[int], key: str) -> dict[str, Any]:
 
 def _symmetric_pad(node: Node) -> dict[str, Any]:
     pad = node.params.get("pad", [[0, 0], [0, 0]])
+    if isinstance(pad, str):  # pad=same / valid: what the checker resolved for this input size
+        pad = [[w.before, w.after] for w in _windows(node)]
+        if any(before != after for before, after in pad):
+            _, h, w = node.meta["in_shapes"][0]
+            raise _Unexpressible(
+                f"Caffe pads both sides alike; pad={node.params['pad']} pads this layer's {h}x{w} input {pad} "
+                "([[top, bottom], [left, right]]): TensorFlow's rule puts the odd row/column after",
+                [f"{node.name}: pad=same: " + "; ".join(dict.fromkeys(win.formula() for win in _windows(node))),
+                 "give symmetric padding as numbers, or an input size for which same pads evenly"])
     if any(before != after for before, after in pad):
         raise _Unexpressible(f"Caffe pads both sides alike; this layer pads {pad} ([[top, bottom], [left, right]])",
                              ["use equal padding before and after"])
@@ -179,7 +200,7 @@ def _input(ex: Exporter, node: Node) -> None:
 @exporter("conv")
 def _conv(ex: Exporter, node: Node) -> None:
     p = node.params
-    if p["round"] == "ceil":
+    if _windows(node)[0].rounding == "ceil":  # (pad=same/valid round down: the checker's windows say)
         _floor_agrees(node)
     param: dict[str, Any] = {"num_output": p["out"]}
     if not p["bias"]:
@@ -230,13 +251,16 @@ def _pool(ex: Exporter, node: Node) -> None:
     p = node.params
     param: dict[str, Any] = {"pool": Enum("MAX" if node.kind == "maxpool" else "AVE")}
     param.update(_hw(p["kernel"], "kernel_size"))
-    param.update(_hw(p["stride"] or p["kernel"], "stride"))
+    param.update(_hw(p.get("stride") or p["kernel"], "stride"))  # (no stride given: none stored)
     param.update(_symmetric_pad(node))
-    if node.kind == "avgpool" and not p["include_pad"] and param.get("pad", param.get("pad_h", 0)):
+    if node.kind == "avgpool" and not counts_padding(node) and param.get("pad", param.get("pad_h", 0)):
         raise _Unexpressible("Caffe's average pooling counts the padding in the divisor (include_pad=false "
-                             "with padding cannot be expressed)")
-    if p["round"] == "floor":
-        ceil = [Window(**{**w.__dict__, "rounding": "ceil"}).out() for w in _windows(node)]
+                             "with padding cannot be expressed)"
+                             + ("; pad=same averages only real positions" if p["pad"] == "same" else ""),
+                             ["give include_pad=true to count the padding, as Caffe does"]
+                             if p["pad"] == "same" else [])
+    if _windows(node)[0].rounding == "floor":  # Caffe's pooling rounds up, with its clip
+        ceil = [Window(**{**w.__dict__, "rounding": "ceil", "clip": True}).out() for w in _windows(node)]
         if ceil != [w.out() for w in _windows(node)]:
             param["round_mode"] = Enum("FLOOR")  # Caffe since 2018; older builds always round up
     ex.add(node, "Pooling", {"pooling_param": param})
@@ -338,11 +362,71 @@ def _concat(ex: Exporter, node: Node) -> None:
 
 @exporter("add", "multiply", "maximum", "weighted_sum")
 def _eltwise(ex: Exporter, node: Node) -> None:
+    ins = node.meta["in_shapes"]
+    if len({tuple(s) for s in ins}) > 1:
+        raise _Unexpressible(f"Caffe's Eltwise needs identical shapes; this {node.kind} broadcasts "
+                             + (" * " if node.kind == "multiply" else " + ").join("x".join(map(str, s)) for s in ins),
+                             [f"{node.name}: " + ", ".join(f"{i}: {'x'.join(map(str, s))}"
+                                                           for i, s in zip(node.inputs, ins)),
+                              "Caffe has no broadcasting element-wise layer"])
     op = {"add": "SUM", "multiply": "PROD", "maximum": "MAX", "weighted_sum": "SUM"}[node.kind]
     param: dict[str, Any] = {"operation": Enum(op)}
     if node.kind == "weighted_sum":
         param["coeff"] = list(node.params["coeff"])
     ex.add(node, "Eltwise", {"eltwise_param": param})
+
+
+@exporter("relu6")
+def _relu6(ex: Exporter, node: Node) -> None:
+    ex.add(node, "Clip", {"clip_param": {"min": 0.0, "max": 6.0}})
+
+
+@exporter("silu")
+def _silu(ex: Exporter, node: Node) -> None:
+    ex.add(node, "Swish")  # x * sigmoid(beta * x), beta 1
+
+
+@exporter("elu")
+def _elu(ex: Exporter, node: Node) -> None:
+    alpha = node.params["alpha"]
+    ex.add(node, "ELU", {"elu_param": {"alpha": alpha}} if alpha != 1.0 else {})
+
+
+@exporter("prelu")
+def _prelu(ex: Exporter, node: Node) -> None:
+    param: dict[str, Any] = {}
+    if node.params["shared"]:
+        param["channel_shared"] = True
+    if node.params["init"] != 0.25:  # Caffe's default filler: constant 0.25
+        param["filler"] = {"type": "constant", "value": node.params["init"]}
+    ex.add(node, "PReLU", {"prelu_param": param} if param else {})
+
+
+@exporter("layer_scale")
+def _layer_scale(ex: Exporter, node: Node) -> None:
+    ex.add(node, "Scale", {"scale_param": {"filler": {"type": "constant", "value": node.params["init"]}}})
+
+
+@exporter("convtranspose")
+def _convtranspose(ex: Exporter, node: Node) -> None:
+    p = node.params
+    if p["output_pad"] != [0, 0]:
+        raise _Unexpressible(f"Caffe's Deconvolution has no output padding (output_pad={p['output_pad']})",
+                             [f"{node.name}: Caffe's size is (in - 1)*stride - 2*pad + dilation*(k-1) + 1"])
+    param: dict[str, Any] = {"num_output": p["out"]}
+    if not p["bias"]:
+        param["bias_term"] = False
+    param.update(_symmetric_pad(node))
+    param.update(_hw(p["kernel"], "kernel_size"))
+    if p["stride"] != [1, 1]:
+        param.update(_hw(p["stride"], "stride"))
+    if p["dilation"] != [1, 1]:
+        if p["dilation"][0] != p["dilation"][1]:
+            raise _Unexpressible("Caffe's dilation is the same for height and width")
+        param["dilation"] = p["dilation"][0]
+    if groups(node) > 1:
+        param["group"] = groups(node)
+    ex.add(node, "Deconvolution", {"convolution_param": param})
 
 
 @exporter("slice")

@@ -77,7 +77,7 @@ def kinds() -> dict[str, LayerKind]:
 
 def _load() -> None:
     if not REGISTRY:
-        from . import activation, caffe_extra, conv, dense, io, merge, norm, pool  # noqa: F401  (they register)
+        from . import activation, caffe_extra, conv, dense, io, merge, norm, pool, resample  # noqa: F401  (they register)
 
 
 # ------------------------------------------------------------------ shared helpers

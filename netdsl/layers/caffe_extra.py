@@ -1,7 +1,7 @@
 """Layer kinds that Caffe nets need and the core language did not have.
 
-slice (one output of Caffe's Slice), multiply and
-maximum (Eltwise PROD and MAX), weighted_sum (Eltwise SUM with coefficients), scale (Caffe's Scale
+slice (one output of Caffe's Slice), multiply (Eltwise PROD, and broadcasting like numpy's) and
+maximum (Eltwise MAX), weighted_sum (Eltwise SUM with coefficients), scale (Caffe's Scale
 on its own, a learned per-channel factor and bias) and power (Caffe's Power: (shift + scale*x)^power).
 Their PyTorch builders live with the others in netdsl/lowering/builders.py.
 """
@@ -39,9 +39,17 @@ register(LayerKind(
     infer=_slice_infer, label=lambda node: f"channels {node.params['begin']}:{node.params['end']}",
 ))
 
+
+def _multiply_infer(node: Node, ins: list) -> tuple:
+    from .merge import broadcast  # (imported here: merge registers its kinds after this module's)
+    return broadcast(node, ins)
+
+
 register(LayerKind(
-    name="multiply", doc="Element-wise product of inputs of identical shape (Caffe's Eltwise PROD).",
-    schema=Schema(), infer=_same_shapes, arity=(2, None),
+    name="multiply", doc="Element-wise product (Caffe's Eltwise PROD); inputs of identical shape, or shapes "
+                         "that broadcast: along each axis, the same size or 1 (squeeze-and-excitation: "
+                         "16x32x32 * 16x1x1).",
+    schema=Schema(), infer=_multiply_infer, arity=(2, None),
 ))
 register(LayerKind(
     name="maximum", doc="Element-wise maximum of inputs of identical shape (Caffe's Eltwise MAX).",

@@ -1,22 +1,22 @@
 """Pooling. Windowed pools follow Caffe: ceil rounding by default, and with padding a last
-window that would start at or past in + pad_before is dropped. Adaptive and global pools
-produce a fixed output size."""
+window that would start at or past in + pad_before is dropped. With pad=same / pad=valid they follow
+TensorFlow instead: its output size, max never picks padding, and the average counts only real
+positions (unless include_pad is set). Adaptive and global pools produce a fixed output size."""
 from __future__ import annotations
 
 from ..errors import SpecError
 from .schema import BoolType, PairType, Param, REQUIRED, Schema
 from . import Inferred, LayerKind, register, require_chw
-from .window import explain_windows, infer_windows, rf_window, window_label, window_params
+from .window import explain_windows, infer_windows, node_windows, rf_window, window_label, window_params
 
 
 def _infer_windowed(node, ins):
     c, h, w = require_chw(node, ins[0])
-    kernel, pad = node.params["kernel"], node.params["pad"]
-    for axis in (0, 1):
-        if max(pad[axis]) > kernel[axis] // 2:
-            raise SpecError(f"padding {max(pad[axis])} is more than half the {kernel[axis]}-wide window",
+    for win in node_windows(node, h, w):  # (pad=same never pads more than kernel // 2)
+        if max(win.before, win.after) > win.kernel // 2:
+            raise SpecError(f"padding {max(win.before, win.after)} is more than half the {win.kernel}-wide window",
                             notes=[f"{node.name}: a pooling pad must be at most kernel // 2 = "
-                                   f"{kernel[axis] // 2} (PyTorch rejects more; a window could see only padding)"],
+                                   f"{win.kernel // 2} (PyTorch rejects more; a window could see only padding)"],
                             code="pool-pad")
     windows = infer_windows(node, h, w, clip=True)
     return Inferred((c, windows[0].out(), windows[1].out()), windows)
@@ -33,8 +33,9 @@ def _windowed(name: str, doc: str, extra: list[Param]) -> None:
 
 
 _windowed("maxpool", "Max pooling (Caffe semantics: ceil rounding by default, with the padding clip).", [])
-_windowed("avgpool", "Average pooling; like Caffe, padded positions count in the divisor.",
-          [Param("include_pad", BoolType(), True, "count padding in the average (Caffe: yes)")])
+_windowed("avgpool", "Average pooling; like Caffe, padded positions count in the divisor (with pad=same, like "
+                     "TensorFlow, they do not).",
+          [Param("include_pad", BoolType(), True, "count padding in the average (Caffe: yes; pad=same: no)")])
 
 
 def _infer_adaptive(node, ins):

@@ -103,13 +103,51 @@ class PairType(ParamType):
         return [IntType(self.minimum).convert(v) for v in items]
 
 
-class PaddingType(ParamType):
-    """`p` (all sides), `(before, after)` (both axes), or `[h, w]` where each is p or (before, after).
+@dataclass
+class ChoiceListType(ParamType):
+    """A list of words from `choices` (or one word); normalised to a list of str, each once, in order."""
 
-    Normalised to [[top, bottom], [left, right]].
-    """
+    choices: tuple[str, ...]
+    name: str = "a list of words"
 
     def convert(self, value):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        out: list[str] = []
+        for item in items:
+            word = item.name if isinstance(item, Word) else item
+            if not isinstance(word, str) or word not in self.choices:
+                notes = did_you_mean(word, self.choices) if isinstance(word, str) else []
+                raise SpecError(f"expected {self.name} ({', '.join(self.choices)}), got {describe(item)}",
+                                notes=notes or [f"known: {', '.join(self.choices)}"])
+            if word not in out:
+                out.append(word)
+        return out
+
+
+PADDING_WORDS = ("same", "valid")  # TensorFlow's rules, resolved per input size (layers/window.py)
+
+
+class PaddingType(ParamType):
+    """`p` (all sides), `(before, after)` (both axes), `[h, w]` where each is p or (before, after), or a
+    word: `same` or `valid` (TensorFlow's rules; they depend on the input size).
+
+    Normalised to [[top, bottom], [left, right]], or the word as a str ("same", "valid"). The words
+    only where `words` (the windowed kinds, whose windows resolve them: window.node_windows).
+    """
+
+    def __init__(self, words: bool = False) -> None:
+        self.words = words
+
+    def convert(self, value):
+        word = value.name if isinstance(value, Word) else value
+        if isinstance(word, str):
+            if self.words and word in PADDING_WORDS:
+                return word
+            kinds = ", same or valid" if self.words else ""
+            raise SpecError(f"expected a padding (a number, (before, after) or [h, w]{kinds}), "
+                            f"got {describe(value)}",
+                            notes=did_you_mean(word, PADDING_WORDS) if self.words else
+                            ["same and valid apply to conv, maxpool and avgpool"] if word in PADDING_WORDS else [])
         if isinstance(value, list):
             if len(value) != 2:
                 raise SpecError(f"expected [height, width] padding, got {describe(value)}")
@@ -118,6 +156,9 @@ class PaddingType(ParamType):
         return [list(axis), list(axis)]
 
     def _axis(self, value):
+        if isinstance(value, (Word, str)):
+            raise SpecError(f"{describe(value)} cannot pad one axis: same and valid apply to both "
+                            f"(write pad=same, or numbers per axis)")
         if isinstance(value, tuple):
             if len(value) != 2:
                 raise SpecError(f"padding (before, after) needs two numbers, got {describe(value)}")

@@ -17,9 +17,9 @@ from torch import nn
 
 from ..ir import Node, numel
 from ..layers import groups
-from ..layers.window import Window
-from .modules import (Add, CaffePool2d, ChannelScale, ChannelSlice, Concat, Eltwise, GroupedLinear, PaddedConv2d,
-                      Power, WithinChannelLRN)
+from ..layers.window import Window, counts_padding
+from .modules import (Add, CaffePool2d, ChannelScale, ChannelSlice, Concat, CroppedConvTranspose2d, DropPath, Eltwise,
+                      GroupedLinear, LayerNorm2d, LayerScale, PaddedConv2d, Power, WithinChannelLRN)
 
 Builder = Callable[[Node], nn.Module]
 
@@ -55,7 +55,7 @@ def build_fc(node: Node) -> nn.Module:
 def _windowed_pool(mode: str) -> Builder:
     def build(node: Node) -> nn.Module:
         windows: tuple[Window, Window] = node.meta["windows"]
-        include_pad = node.params.get("include_pad", True)
+        include_pad = counts_padding(node)  # pad=same: only real positions, as TensorFlow
         native = _native_pool(windows)
         if native is None:
             return _caffe_pool(mode, windows, include_pad)
@@ -128,6 +128,52 @@ def build_power(node: Node) -> nn.Module:
     return Power(p["power"], p["scale"], p["shift"])
 
 
+def build_convtranspose(node: Node) -> nn.Module:
+    from ..layers.conv import transposed_windows  # (not at the top: importing a kind's module registers it)
+    p, (c, h, w) = node.params, node.meta["in_shapes"][0]
+    windows = transposed_windows(node, h, w)
+    # PyTorch's `padding` crops both sides alike: it takes the smaller side, a crop the rest
+    common_pad = [min(win.before, win.after) for win in windows]
+    crops = tuple(x for a in (1, 0) for x in (windows[a].before - common_pad[a], windows[a].after - common_pad[a]))
+    common = dict(in_channels=c, out_channels=p["out"], kernel_size=tuple(p["kernel"]), stride=tuple(p["stride"]),
+                  padding=tuple(common_pad), output_padding=tuple(p["output_pad"]), groups=groups(node),
+                  bias=p["bias"], dilation=tuple(p["dilation"]))
+    module: nn.ConvTranspose2d = CroppedConvTranspose2d(crops=crops, **common) if any(crops) else \
+        nn.ConvTranspose2d(**common)
+    init_weights(module, node)
+    return module
+
+
+def build_prelu(node: Node) -> nn.Module:
+    channels = node.meta["in_shapes"][0][0]
+    return nn.PReLU(1 if node.params["shared"] else channels, init=node.params["init"])
+
+
+def build_layernorm(node: Node) -> nn.Module:
+    p, shape = node.params, node.meta["in_shapes"][0]
+    cls = LayerNorm2d if len(shape) == 3 else nn.LayerNorm
+    return cls(shape[0], eps=p["eps"], elementwise_affine=p["affine"], bias=p["affine"])
+
+
+def build_groupnorm(node: Node) -> nn.Module:
+    p = node.params
+    return nn.GroupNorm(p["groups"], node.meta["in_shapes"][0][0], eps=p["eps"], affine=p["affine"])
+
+
+def build_layer_scale(node: Node) -> nn.Module:
+    shape = node.meta["in_shapes"][0]
+    return LayerScale((shape[0], 1, 1) if len(shape) == 3 else (shape[0],), node.params["init"])
+
+
+def build_upsample(node: Node) -> nn.Module:
+    p = node.params
+    align = p["align_corners"] if p["mode"] == "bilinear" else None
+    if p.get("size") is not None:
+        return nn.Upsample(size=tuple(p["size"]), mode=p["mode"], align_corners=align)
+    sh, sw = p["scale"]
+    return nn.Upsample(scale_factor=sh if sh == sw else (sh, sw), mode=p["mode"], align_corners=align)
+
+
 # ------------------------------------------------------------------ the table
 
 BUILDERS: dict[str, Builder] = {
@@ -157,6 +203,21 @@ BUILDERS: dict[str, Builder] = {
     "weighted_sum": lambda node: Eltwise("sum", list(node.params["coeff"])),
     "scale": build_scale,
     "power": build_power,
+    # modern convnets (torchvision)
+    "convtranspose": build_convtranspose,
+    "relu6": lambda node: nn.ReLU6(),
+    "hardswish": lambda node: nn.Hardswish(),
+    "hardsigmoid": lambda node: nn.Hardsigmoid(),
+    "silu": lambda node: nn.SiLU(),
+    "mish": lambda node: nn.Mish(),
+    "elu": lambda node: nn.ELU(node.params["alpha"]),
+    "prelu": build_prelu,
+    "layernorm": build_layernorm,
+    "groupnorm": build_groupnorm,
+    "layer_scale": build_layer_scale,
+    "channel_shuffle": lambda node: nn.ChannelShuffle(node.params["groups"]),
+    "upsample": build_upsample,
+    "drop_path": lambda node: DropPath(node.params["p"]),
 }
 # Kinds that are not a module, and why (tests/test_registry.py holds every kind to one or the other).
 NO_BUILDER = {"input": "the net's inputs are the arguments of forward(), not a layer"}

@@ -194,6 +194,72 @@ class Power(nn.Module):
         return f"power={self.power}, scale={self.scale}, shift={self.shift}"
 
 
+class CroppedConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d whose output is cropped: asymmetric padding (PyTorch's `padding` crops both
+    sides alike; it holds the smaller side, `crops` the rest)."""
+
+    def __init__(self, *args: Any, crops: Pads, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.crops = tuple(crops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        left, right, top, bottom = self.crops
+        return y[:, :, top:y.shape[2] - bottom, left:y.shape[3] - right]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", crops(l,r,t,b)={self.crops}"
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """Layer norm over the channels at every position of an N x C x H x W map (torchvision's ConvNeXt
+    LayerNorm2d: permute, F.layer_norm over C, permute back). weight and bias are [C], so torchvision's
+    tensors load as they are."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class LayerScale(nn.Module):
+    """A learned factor per channel (ConvNeXt's layer scale): x * weight, weight of `shape` ([C, 1, 1]
+    for a map, as torchvision stores it, or [N] for a vector), every entry starting at `init`."""
+
+    def __init__(self, shape: tuple[int, ...], init: float = 1e-6) -> None:
+        super().__init__()
+        self.shape, self.init = tuple(shape), init
+        self.weight = nn.Parameter(torch.full(self.shape, init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+    def extra_repr(self) -> str:
+        return f"{self.shape}, init={self.init}"
+
+
+class DropPath(nn.Module):
+    """Stochastic depth, as torchvision.ops.StochasticDepth(p, mode="row"): while training, each sample
+    is zeroed with probability p and the others scaled by 1 / (1 - p); the identity in eval mode."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        noise = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
+        noise = noise.bernoulli_(survival)
+        if survival > 0.0:
+            noise.div_(survival)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class TowerConv2d(nn.Conv2d):
     """A tower-local conv as one convolution per tower (concatenated), with the grouped conv's weight
     and state dict: the alternative to cuDNN's grouped kernel that the lowering may pick per layer."""

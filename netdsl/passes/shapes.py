@@ -7,7 +7,7 @@ from ..diagnostics import Diagnostic
 from ..errors import SpecError
 from ..ir import Graph, fmt_shape
 from ..layers import Inferred
-from ..layers.window import coverage_warnings
+from ..layers.window import WINDOW_WARNINGS
 
 
 def infer_shapes(graph: Graph) -> list[Diagnostic]:
@@ -34,8 +34,11 @@ def infer_shapes(graph: Graph) -> list[Diagnostic]:
         node.meta["shape"] = shape
         if inferred.windows:
             node.meta["windows"] = inferred.windows
-            for message, notes in coverage_warnings(node, inferred.windows):
-                out.append(Diagnostic("warning", message, node.span, node.name, notes, "coverage"))
+            quiet = node.params.get("quiet") or ()  # the warnings the spec silenced for this layer
+            for code, warnings in WINDOW_WARNINGS.items():
+                if code not in quiet:
+                    for message, notes in warnings(node, inferred.windows):
+                        out.append(Diagnostic("warning", message, node.span, node.name, notes, code))
         if node.expect is not None and node.expect != shape and not node.meta.get("suspect"):
             notes = [f"{node.name}: {' + '.join(fmt_shape(s) for s in ins) or 'no input'} -> {fmt_shape(shape)}"]
             if kind.explain:
@@ -50,5 +53,8 @@ def _check_towers(graph: Graph, node, shape) -> None:
         return
     count = graph.towers[node.towers].count
     if shape[0] % count:
-        raise SpecError(f"its {shape[0]} channels do not split evenly over {count} towers",
-                        notes=[f"{node.name}: {shape[0]} / {count} = {shape[0] / count:.4g}"], code="towers")
+        notes = [f"{node.name}: {shape[0]} / {count} = {shape[0] / count:.4g}"]
+        if layers.lookup(node.kind).flattens:
+            notes.append("a classifier after the towers block reads them gathered, whatever its size")
+        raise SpecError(f"its {shape[0]} channels do not split evenly over {count} towers", notes=notes,
+                        code="towers")
