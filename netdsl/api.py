@@ -152,9 +152,13 @@ def _fold_instances(graph: Graph, diagnostics: list[Diagnostic]) -> list[Diagnos
     first: dict[tuple, Diagnostic] = {}
     also: dict[int, list[Diagnostic]] = {}
     out = []
+    shown: set[tuple] = set()
     for d in diagnostics:
         if not d.instances:
-            out.append(d)
+            same = (d.severity, d.code, d.span, d.message, tuple(d.notes))
+            if same not in shown:  # a repeat's iterations make the same mistake once each
+                shown.add(same)
+                out.append(d)
             continue
         key = d.same_cause()
         if key in first:

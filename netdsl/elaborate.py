@@ -19,6 +19,7 @@ from .ir import BlockInstance, Graph, Node, Towers, repeat_suffix
 from .lang.ast import (AliasStmt, Arg, Attr, BlockDef, ConstDecl, DefaultsBlock, IfStmt, InputDecl, LayerStmt, Lit,
                        Module, NetDecl, RepeatStmt, ShapeExpr, Stmt, TowersBlock, TrainBlock)
 from .lang.source import Span
+from .lang.parser import KEYWORDS
 from .lang.values import FAILED, FuncValue, Word, contains_failed, describe, evaluate
 from .layers.schema import IntType
 
@@ -522,6 +523,9 @@ class Elaborator:
         return total
 
     def _define(self, local: str, scope: Scope, span: Span) -> str:
+        if local in KEYWORDS:  # where the parser's contextual lexer let a keyword through as a name
+            raise SpecError(f"'{local}' is a reserved word and cannot name a layer or constant", span,
+                            [f"reserved: {', '.join(sorted(KEYWORDS))}"], code="syntax")
         if len(local) > MAX_NAME:
             raise SpecError(f"a name of {len(local):,} characters; names are limited to {MAX_NAME}", span,
                             code="too-large")
@@ -540,7 +544,8 @@ class Elaborator:
     def _bind(self, kind: layers.LayerKind, stmt: LayerStmt, scope: Scope, layer: str,
               meta: dict[str, Any]) -> dict[str, Any]:
         """The layer's checked parameters; meta["explicit"] gets the names the spec set (on the layer or in
-        `defaults`), so that passes can tell a chosen value from the kind's default (the rounding warning)."""
+        `defaults`), so that passes can tell a chosen value from the kind's default (the rounding warning),
+        and meta["given"] those set on the layer itself."""
         schema = kind.schema.by_name()
         given: dict[str, Arg] = {}
         failed = False
@@ -577,6 +582,7 @@ class Elaborator:
                 given[arg.name] = arg
         params: dict[str, Any] = {}
         explicit = meta["explicit"] = set(given)
+        meta["given"] = set(given)  # on the layer itself (a `defaults` round= does not clash with pad=same)
         for pname, param in schema.items():
             if pname in given:
                 arg = given[pname]

@@ -227,3 +227,22 @@ def test_comparisons_do_not_break_arrows():
     net = load("input data: 3x8x8\na: relu <- data\nif data.channels <-1 { b: relu } else { c: relu }\n")
     assert net.ok, net.render_diagnostics()
     assert "c" in net.graph
+
+
+def test_inline_choice_in_arguments_and_parentheses():
+    net = load("""
+block t { r: relu }
+const a = (3 if 1 > 2 else 4)
+input data: 3x8x8
+x: t
+repeat 2 as i { q: conv(8 if i == 1 else 4, 1, stride=(2 if i == 1 else 1)) }
+const b = 5
+if b == 5 { z: relu }
+""")
+    assert net.ok, net.render_diagnostics()
+    assert net.graph.node("q_1").shape == (8, 4, 4) and net.graph.node("q_2").shape == (4, 4, 4)
+    assert "z" in net.graph and "x.r" in net.graph  # a block without parameters needs no ()
+    # only the side chosen is evaluated: the other may be an error
+    assert load("input data: 3x8x8\nc: conv(4 if true else 1 // 0, 1)\n").ok
+    bad = load("input data: 3x8x8\nc: conv(4 if 3 else 2, 1)\n")
+    assert errors(bad) == ["parameter 'out': 'if' needs true or false, got 3"]

@@ -48,6 +48,16 @@ class Not:
 
 
 @dataclass
+class Choose:
+    """`a if condition else b`: only the side chosen is evaluated."""
+
+    condition: "Expr"
+    then: "Expr"
+    otherwise: "Expr"
+    span: Span
+
+
+@dataclass
 class Attr:
     """`in.channels`, `conv1.height`: a fact about a layer's output, known once the layers before exist."""
 
@@ -75,7 +85,7 @@ class ListExpr:
     span: Span
 
 
-Expr = Union[Lit, Var, BinOp, Neg, Not, Attr, Call, TupleExpr, ListExpr]
+Expr = Union[Lit, Var, BinOp, Neg, Not, Attr, Choose, Call, TupleExpr, ListExpr]
 
 
 @dataclass

@@ -13,7 +13,7 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ..diagnostics import Diagnostic
-from .ast import (AliasStmt, Arg, Attr, BinOp, BlockDef, Call, IfStmt, Not, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, ListExpr, Lit,
+from .ast import (AliasStmt, Arg, Attr, BinOp, BlockDef, Call, Choose, IfStmt, Not, ConstDecl, DefaultsBlock, InputDecl, LayerStmt, ListExpr, Lit,
                   Module, Neg, NetDecl, ParamDecl, Ref, RepeatStmt, Setting, ShapeExpr, TowersBlock, TrainBlock,
                   TupleExpr, Var)
 from .source import Source, Span
@@ -136,6 +136,10 @@ class _ToAst(Transformer):
     def attr(self, items):
         *target, attr = items
         return Attr(".".join(str(t) for t in target), str(attr), _join(items[0], items[-1]))
+
+    def choose(self, items):
+        then, _, condition, _, otherwise = items
+        return Choose(condition, then, otherwise, _join(then, otherwise))
 
     def not_(self, items):
         return Not(items[0], _span(items[0]))
@@ -277,7 +281,11 @@ def parse(source: Source) -> tuple[Module | None, list[Diagnostic]]:
         except UnexpectedInput as err:
             at_end = isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END")
             before = _unfinished(err, text) if not at_end else None
-            if before is not None:  # the statement on an earlier line never ended
+            reserved = _reserved_name(err, text)
+            if reserved is not None:  # `block: conv(...)`: a keyword where a layer's name stands
+                errors.append(reserved)
+                blanked = _blank_line(text, err.line or 0)
+            elif before is not None:  # the statement on an earlier line never ended
                 if same_cause != (err.line, err.column):
                     errors.append(_unfinished_diagnostic(err, source, before))
                 same_cause = (err.line, err.column)
@@ -289,6 +297,18 @@ def parse(source: Source) -> tuple[Module | None, list[Diagnostic]]:
                 break
             text = blanked
     return None, errors
+
+
+def _reserved_name(err: UnexpectedInput, text: str) -> Diagnostic | None:
+    """A reserved word used as a layer's name (`block: conv(3, 1)`), said so at the word itself."""
+    token = getattr(err, "token", None)
+    if not isinstance(err, UnexpectedToken) or token is None or str(token) not in KEYWORDS:
+        return None
+    if not re.match(r"\s*:", text[token.end_pos:token.end_pos + 80]):
+        return None
+    return Diagnostic("error", f"'{token}' is a reserved word and cannot name a layer or constant",
+                      Span(token.line, token.column, token.end_line or token.line, token.end_column or token.column),
+                      code="syntax", notes=[f"reserved: {', '.join(sorted(KEYWORDS))}"])
 
 
 def _unfinished(err: UnexpectedInput, text: str) -> Token | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import SpecError
-from .ast import Attr, BinOp, Call, Expr, ListExpr, Lit, Neg, Not, TupleExpr, Var
+from .ast import Attr, BinOp, Call, Choose, Expr, ListExpr, Lit, Neg, Not, TupleExpr, Var
 from .source import Span
 
 
@@ -70,6 +70,9 @@ def evaluate(expr: Expr, env: Mapping[str, Any], facts: Facts = None) -> Any:
     """Evaluate an expression; names look up constants, unknown names become Words."""
     if isinstance(expr, (BinOp, Not)) and expr_is_logic(expr):
         return _logic(expr, env, facts)
+    if isinstance(expr, Choose):
+        holds = _require_bool(evaluate(expr.condition, env, facts), expr.condition.span, "if")
+        return evaluate(expr.then if holds else expr.otherwise, env, facts)
     if isinstance(expr, Attr):
         if facts is None:
             raise SpecError(f"'{expr.target}.{expr.attr}' reads a layer's shape, which is not known here",
