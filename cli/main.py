@@ -167,8 +167,17 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--emit-ir", type=click.Path(dir_okay=False, writable=True),
               help="Write the IR to FILE (.json, or YAML for .yaml/.yml).")
-def check(spec: str, as_json: bool, emit_ir: str | None) -> None:
-    """Check SPEC: resolve names, infer every shape, count parameters and multiply-adds."""
+@click.option("--batch", type=click.IntRange(1), help="Also estimate one training step's memory at this batch size.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="With --batch: fp32, or autocast to bf16/fp16 (amp).")
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw"]), default="momentum",
+              show_default=True, help="With --batch: its state per parameter (sgd: none, momentum: 1, adam: 2).")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
+              help="With --batch: what PyTorch saves differs a little (dropout masks, autocast's lists).")
+def check(spec: str, as_json: bool, emit_ir: str | None, batch: int | None, dtype: str, optimizer: str,
+          device: str) -> None:
+    """Check SPEC: resolve names, infer every shape, count parameters and multiply-adds; with --batch,
+    the memory of one training step (weights, gradients, optimizer state, saved activations, peak)."""
     net = netdsl.load(Path(spec), consts=given_consts())
     if as_json and not net.ok:  # a program reading stdout gets JSON whatever the outcome; people read stderr
         click.echo(json.dumps({"name": net.graph.name if net.graph else None, "source": net.source.name,
@@ -176,13 +185,21 @@ def check(spec: str, as_json: bool, emit_ir: str | None) -> None:
     net = checked(net)
     if emit_ir:
         write_ir(net, Path(emit_ir))
+    memory = None
+    if batch:
+        from netdsl.passes.memory import training_memory
+        memory = training_memory(net.graph, batch, dtype, optimizer, device)
     if as_json:
         data = net.report.to_dict()
         data["ok"] = True
         data["diagnostics"] = [d.to_dict() for d in net.diagnostics]
+        if memory:
+            data["training_memory"] = memory.to_dict()
         click.echo(json.dumps(data, indent=2))
     else:
         click.echo(net.report.to_text())
+        if memory:
+            click.echo("\n" + memory.to_text())
 
 
 def write_ir(net: Net, path: Path) -> None:

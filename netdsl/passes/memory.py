@@ -1,0 +1,313 @@
+"""Training memory, statically: weights, gradients, optimizer state, the activations PyTorch's autograd
+saves for backward, and the peak of one training step, for a batch size, a precision and an optimizer.
+
+Tools that count forward activations in fp32 (torchinfo #144, #29, #372, and `netdsl check`'s own
+memory column) miss what a GPU actually holds during training: the tensors each op saves for its
+backward (a ReLU its output, a max-pool its input and int64 indices, a dropout its mask, an LRN four
+tensors), the bf16 copies autocast makes of weights and fp32 inputs, and the gradients and optimizer
+state. SAVES below says, per layer kind, what netdsl's lowering saves; tests/test_memory.py measures
+it for every kind with torch.autograd.graph.saved_tensors_hooks and holds the table to it.
+
+The peak is simulated: forward leaves every saved tensor alive; backward then runs the layers in
+reverse, allocating each layer's parameter gradients (kept until the optimizer step) and the
+gradients flowing through it, and freeing a saved tensor after the last layer that needs it.
+No torch here: `netdsl check --batch 256 --dtype bf16 --optimizer sgd` stays static.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..ir import Graph, Node, numel
+
+DTYPES = ("fp32", "bf16", "fp16")
+OPTIMIZERS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2}  # fp32 state tensors per parameter
+DEVICES = ("cuda", "cpu")
+HALF_KINDS = {"conv", "fc", "convtranspose", "prelu"}  # autocast runs these in bf16/fp16 (casting their inputs)
+PROMOTING = {"layer_scale", "scale"}  # half input times an fp32 parameter: fp32 out (PyTorch's promotion)
+# autocast runs these in fp32 on CUDA (its fp32 op list: softmax, layer_norm, group_norm, pow ...)
+FP32_KINDS = {"cuda": {"softmax", "lrn", "layernorm", "groupnorm"}, "cpu": {"lrn"}}
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One tensor saved for backward: `key` identifies it (two layers saving the same tensor count it
+    once), `numel` per image (or in all, with per_image=False), `dtype` one of fp32/half/int64/bool."""
+
+    key: tuple
+    numel: int
+    dtype: str
+    per_image: bool = True
+
+
+BYTES = {"fp32": 4, "half": 2, "int64": 8, "bool": 1}
+Rule = Callable[[Node, "Context"], list[Saved]]
+
+
+@dataclass
+class Context:
+    graph: Graph
+    amp: bool
+    device: str
+    dtypes: dict[str, str] = field(default_factory=dict)  # node -> dtype of its output
+    tower_ops: dict[str, str] = field(default_factory=dict)  # how towers on one device are lowered
+
+    def source(self, name: str) -> str:
+        """The layer whose storage a tensor is: flatten and slices are views of their input."""
+        node = self.graph.node(name)
+        while node.kind in ("flatten", "slice") and node.inputs:
+            node = self.graph.node(node.inputs[0])
+        return node.name
+
+    def out(self, name: str) -> Saved:
+        src = self.source(name)
+        return Saved(("out", src), numel(self.graph.node(src).shape), self.dtypes[src])
+
+    def inputs(self, node: Node) -> list[Saved]:
+        return [self.out(i) for i in node.inputs]
+
+    def extra(self, node: Node, label: str, count: int, dtype: str) -> Saved:
+        return Saved(("extra", node.name, label), count, dtype)
+
+    def act(self) -> str:
+        return "half" if self.amp else "fp32"
+
+
+def _input(node: Node, ctx: Context) -> list[Saved]:
+    return ctx.inputs(node)[:1]
+
+
+def _output(node: Node, ctx: Context) -> list[Saved]:
+    return [ctx.out(node.name)]
+
+
+def _nothing(node: Node, ctx: Context) -> list[Saved]:
+    return []
+
+
+def _weighted(node: Node, ctx: Context) -> list[Saved]:
+    """conv / fc: the input (a half copy of an fp32 input under autocast; the padded copy when the
+    lowering pads explicitly), and under autocast the half copy of the weights."""
+    saved = []
+    src = ctx.inputs(node)[0]
+    padded = _padded_numel(node)
+    if padded:
+        saved.append(ctx.extra(node, "padded input", padded, ctx.act()))
+    elif ctx.amp and src.dtype != "half":
+        saved.append(ctx.extra(node, "half input", src.numel, "half"))
+    else:
+        saved.append(src)
+    if ctx.amp:  # the weights' half copy (the bias is added in the op, not copied)
+        bias = node.params["out"] if node.params.get("bias") else 0
+        saved.append(Saved(("weights", node.name), node.meta.get("param_count", 0) - bias, "half", per_image=False))
+    return saved
+
+
+def _padded_numel(node: Node) -> int:
+    """Elements of the explicitly padded input, when the lowering pads before the op (asymmetric
+    padding, ceil rounding's overhang, Caffe's pooling), else 0 (the op pads inside, saving its input)."""
+    windows = node.meta.get("windows")
+    if not windows:
+        return 0
+    c = node.meta["in_shapes"][0][0]
+    pads = [(w.before, w.after + w.overhang()) for w in windows]
+    if node.kind == "conv" and all(b == a for b, a in pads):
+        return 0
+    if node.kind in ("maxpool", "avgpool") and not _caffe_pool(windows):
+        return 0
+    extent = [(w.out() - 1) * w.stride + w.span for w in windows] if node.kind != "conv" else \
+        [w.size + b + a for w, (b, a) in zip(windows, pads)]
+    return c * extent[0] * extent[1]
+
+
+def _caffe_pool(windows) -> bool:
+    """Whether the pool needs netdsl's CaffePool2d (lowering/builders._native_pool finds no PyTorch pool)."""
+    def native(w, ceil_mode):
+        n = (w.size + 2 * w.before - w.kernel + (w.stride - 1 if ceil_mode else 0)) // w.stride + 1
+        if ceil_mode and (n - 1) * w.stride >= w.size + w.before:
+            n -= 1
+        return n
+    if any(w.before != w.after or w.before > w.kernel // 2 or w.dilation != 1 for w in windows):
+        return True
+    return not any(all(native(w, c) == w.out() for w in windows) for c in (False, True))
+
+
+def _maxpool(node: Node, ctx: Context) -> list[Saved]:
+    padded = _padded_numel(node)
+    base = [ctx.extra(node, "padded input", padded, ctx.dtypes[node.name])] if padded else _input(node, ctx)
+    return base + [ctx.extra(node, "indices", numel(node.shape), "int64")]
+
+
+def _avgpool(node: Node, ctx: Context) -> list[Saved]:
+    padded = _padded_numel(node)
+    return [ctx.extra(node, "padded input", padded, ctx.dtypes[node.name])] if padded else _input(node, ctx)
+
+
+def _dropout(node: Node, ctx: Context) -> list[Saved]:
+    """CUDA's fused dropout keeps a bool mask; the CPU multiplies by a noise tensor of the input's dtype."""
+    dtype = "bool" if ctx.device == "cuda" else ctx.dtypes[node.name]
+    return [ctx.extra(node, "mask", numel(node.shape), dtype)]
+
+
+def _lrn(node: Node, ctx: Context) -> list[Saved]:
+    """x / (k + alpha/n * window sum of x^2)^beta, as PyTorch composes it: the input, the squares padded
+    by n - 1 channels per tower (the window sum), the power's base and the divisor, fp32 under autocast.
+    Towers on one device lowered as a band matrix (lowering/options.py, the CPU's choice) save the input
+    and three tensors of its size instead (one of them half under autocast: the scale cast back)."""
+    n_in, c = numel(node.shape), node.shape[0]
+    wide = "fp32" if ctx.amp else ctx.act()
+    towers = ctx.graph.towers[node.towers].count if node.partitioned else 1
+    if towers > 1 and ctx.tower_ops.get("lrn") == "band":  # the squares are the band conv's input
+        return _input(node, ctx) + [ctx.extra(node, "squares", n_in, ctx.act()), ctx.extra(node, "base", n_in, wide),
+                                    ctx.extra(node, "divisor", n_in, wide)]
+    per_tower = c // towers
+    padded = n_in * (per_tower + node.params["size"] - 1) // per_tower if node.params["region"] == "across" else n_in
+    return _input(node, ctx) + [ctx.extra(node, "squares", padded, wide), ctx.extra(node, "base", n_in, wide),
+                                ctx.extra(node, "divisor", n_in, wide)]
+
+
+def _batchnorm(node: Node, ctx: Context) -> list[Saved]:
+    """The input, and four per-channel fp32 vectors (weight, bias, the batch's mean and inverse std)."""
+    return _input(node, ctx) + [Saved(("extra", node.name, "statistics"), 4 * node.shape[0], "fp32", per_image=False)]
+
+
+def _normalised(node: Node, ctx: Context) -> list[Saved]:
+    """layernorm / groupnorm: the input (an fp32 copy where CUDA's autocast runs them in fp32) and the
+    mean and inverse std of each normalised group (each position for layernorm over channels)."""
+    c = node.shape[0]
+    groups = numel(node.shape) // c if node.kind == "layernorm" else node.params["groups"]
+    src = _input(node, ctx)
+    if ctx.amp and ctx.device == "cuda" and src[0].dtype != "fp32":
+        src = [ctx.extra(node, "fp32 input", src[0].numel, "fp32")]
+    return src + [ctx.extra(node, "mean", groups, "fp32"), ctx.extra(node, "rstd", groups, "fp32")]
+
+
+def _prelu(node: Node, ctx: Context) -> list[Saved]:
+    saved = _input(node, ctx)
+    if ctx.amp:  # autocast runs prelu in half: its slopes are copied too
+        saved.append(Saved(("weights", node.name), node.meta.get("param_count", 0), "half", per_image=False))
+    return saved
+
+
+# What each kind saves for backward in netdsl's lowering (measured: tests/test_memory.py).
+SAVES: dict[str, Rule] = {
+    "input": _nothing, "conv": _weighted, "fc": _weighted, "flatten": _nothing,
+    "maxpool": _maxpool, "avgpool": _avgpool,
+    "adaptive_avgpool": _input, "adaptive_maxpool": lambda n, c: _input(n, c) + [c.extra(n, "indices", numel(n.shape), "int64")],
+    "global_avgpool": _nothing, "global_maxpool": lambda n, c: _input(n, c) + [c.extra(n, "indices", numel(n.shape), "int64")],
+    "lrn": _lrn, "batchnorm": _batchnorm,
+    "relu": lambda n, c: _input(n, c) if n.params.get("slope") else _output(n, c),
+    "tanh": _output, "sigmoid": _output, "softmax": _output, "gelu": _input, "dropout": _dropout,
+    "concat": _nothing, "add": _nothing, "slice": _nothing, "weighted_sum": _nothing,
+    "multiply": lambda n, c: c.inputs(n), "maximum": lambda n, c: c.inputs(n),
+    "scale": _input, "power": _input,
+    # the zoo's kinds (layers/activation.py, norm.py, resample.py, conv.py)
+    "relu6": _input, "hardswish": _input, "hardsigmoid": _input, "silu": _input, "mish": _input, "elu": _input,
+    "prelu": _prelu, "layernorm": _normalised, "groupnorm": _normalised, "channel_shuffle": _nothing,
+    "convtranspose": _weighted, "upsample": _nothing, "layer_scale": _input,
+    "drop_path": lambda n, c: [c.extra(n, "keep", 1, c.dtypes[n.name])],  # one factor per image
+}
+
+
+@dataclass
+class TrainingMemory:
+    batch: int
+    dtype: str
+    optimizer: str
+    device: str
+    weights: int
+    gradients: int
+    optimizer_state: int
+    weight_copies: int  # autocast's half copies of weights, saved for backward
+    saved: int  # activations saved for backward (all layers, deduplicated)
+    input: int
+    peak: int
+    largest: list[tuple[str, int]]  # layers saving the most, bytes
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "largest"} | {
+            "largest_savers": [{"layer": n, "bytes": b} for n, b in self.largest]}
+
+    def to_text(self) -> str:
+        from ..report import _bytes
+        rows = [("weights", self.weights, "fp32 master copy"),
+                ("gradients", self.gradients, "fp32, one per weight"),
+                ("optimizer state", self.optimizer_state, f"{self.optimizer}: {OPTIMIZERS[self.optimizer]} fp32 "
+                                                           "value(s) per weight"),
+                ("saved for backward", self.saved, "activations autograd keeps, each tensor once"),
+                ("weight copies", self.weight_copies, f"autocast's {self.dtype} weights, kept for backward"),
+                ("input batch", self.input, "fp32"),
+                ("peak", self.peak, "simulated over forward, backward and the optimizer step")]
+        lines = [f"training memory (batch {self.batch}, {self.dtype}, {self.optimizer}, as on {self.device})"]
+        lines += [f"  {what:<20} {_bytes(b):>10}   {why}" for what, b, why in rows if b or what == "peak"]
+        if self.largest:
+            lines.append("  most saved by: " + ", ".join(f"{n} {_bytes(b)}" for n, b in self.largest))
+        return "\n".join(lines)
+
+
+def training_memory(graph: Graph, batch: int, dtype: str = "fp32", optimizer: str = "momentum",
+                    device: str = "cuda") -> TrainingMemory:
+    """The memory of one training step of a checked graph (see the module's docstring)."""
+    from ..lowering.options import tower_ops  # torch-free: the measured choices per device and amp
+    amp = dtype != "fp32"
+    ctx = Context(graph, amp, device, tower_ops=tower_ops(None, device, None if dtype == "fp32" else dtype))
+    nodes = [n for n in graph if n.shape is not None]
+    for n in nodes:
+        ctx.dtypes[n.name] = _out_dtype(n, ctx)
+    grad: dict[str, bool] = {}  # whether autograd tracks the layer's output (it saves nothing before)
+    for n in nodes:
+        grad[n.name] = n.meta.get("param_count", 0) > 0 or any(grad.get(i, False) for i in n.inputs)
+    saves = {n.name: SAVES[n.kind](n, ctx) if grad[n.name] else [] for n in nodes}
+    params = sum(n.meta.get("param_count", 0) for n in nodes)
+    first_saver: dict[tuple, tuple[int, Saved]] = {}
+    for i, n in enumerate(nodes):
+        for s in saves[n.name]:
+            if s.key not in first_saver:
+                first_saver[s.key] = (i, s)
+    size = {k: _bytes(s, batch) for k, (_, s) in first_saver.items()}
+    copies = sum(b for k, b in size.items() if k[0] == "weights")
+    activations = sum(b for k, b in size.items() if k[0] != "weights")
+    weights, state = 4 * params, 4 * params * OPTIMIZERS[optimizer]
+    x = sum(numel(n.shape) for n in nodes if n.kind == "input") * batch * 4
+    # backward, last layer first: a saved tensor lives until its first saver (in forward order) is done
+    alive = activations + copies
+    grads, peak = 0, weights + state + x + alive
+    for i in range(len(nodes) - 1, -1, -1):
+        n = nodes[i]
+        out_grad = numel(n.shape) * batch * BYTES[_half(ctx.dtypes[n.name])]
+        in_grad = sum(numel(graph.node(s).shape) for s in n.inputs) * batch * BYTES[_half(ctx.act())]
+        grads += 4 * n.meta.get("param_count", 0)
+        peak = max(peak, weights + state + x + alive + grads + out_grad + in_grad)
+        alive -= sum(size[k] for k, (j, _) in first_saver.items() if j == i)
+    peak = max(peak, weights + state + grads)  # the optimizer step
+    per_layer: dict[str, int] = {}
+    for k, (i, s) in first_saver.items():
+        if k[0] != "weights":
+            per_layer[nodes[i].name] = per_layer.get(nodes[i].name, 0) + size[k]
+    largest = sorted(per_layer.items(), key=lambda kv: -kv[1])[:5]
+    return TrainingMemory(batch, dtype, optimizer, device, weights, 4 * params, state, copies, activations, x,
+                          peak, largest)
+
+
+def _out_dtype(node: Node, ctx: Context) -> str:
+    if not ctx.amp:
+        return "fp32"
+    if node.kind in HALF_KINDS:
+        return "half"
+    if node.kind == "lrn" and node.partitioned:  # TowerLRN computes in fp32 and casts back
+        return ctx.dtypes[node.inputs[0]]
+    if node.kind in FP32_KINDS[ctx.device] or node.kind in PROMOTING or node.kind == "input":
+        return "fp32"
+    ins = [ctx.dtypes[i] for i in node.inputs]
+    return "fp32" if "fp32" in ins or not ins else "half"
+
+
+def _half(dtype: str) -> str:
+    return dtype if dtype in ("fp32", "half") else "fp32"
+
+
+def _bytes(s: Saved, batch: int) -> int:
+    return s.numel * (batch if s.per_image else 1) * BYTES[s.dtype]
+
+
+__all__ = ["training_memory", "TrainingMemory", "SAVES", "DTYPES", "OPTIMIZERS", "DEVICES"]

@@ -1,0 +1,106 @@
+"""Training memory: what netdsl says autograd saves for backward is what it saves, measured with
+torch.autograd.graph.saved_tensors_hooks on the lowered module (every layer kind, every spec, fp32 and
+bf16 autocast); the peak of a step measured with CUDA's allocator where there is a GPU."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import netdsl
+from netdsl import layers
+from netdsl.passes.memory import SAVES, training_memory
+from conftest import ROOT, SPECS
+from test_registry import USES
+
+ZOO = ROOT / "specs" / "zoo"
+
+
+def measured_saved(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves in one training forward, parameters excluded
+    (autocast's copies of them included, as they are new tensors)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values())
+
+
+def estimate(net: netdsl.Net, batch: int, dtype: str) -> int:
+    m = training_memory(net.graph, batch, dtype, "sgd", device="cpu")
+    return m.saved + m.weight_copies
+
+
+def test_every_kind_has_a_rule():
+    assert set(SAVES) == set(layers.kinds())
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("kind", sorted(USES))
+def test_each_kind_saves_what_the_table_says(kind, dtype):
+    # the kind after a conv (so that its input is a real activation), on a 4x8x8 input
+    net = netdsl.loads(f"input data: 4x8x8\npre: conv(4, 1) <- data\n{USES[kind].replace('<- data', '<- pre')}\n"
+                       if kind != "input" else "input data: 4x8x8\nx: relu()\n")
+    if not net.ok:  # kinds whose use reads `data` by position: chain them after the input directly
+        net = netdsl.loads(f"input data: 4x8x8\n{USES[kind]}\n")
+    assert net.ok, net.render_diagnostics()
+    model = net.to_torch(seed=0, amp=None if dtype == "fp32" else dtype).train()
+    x = torch.randn(3, 4, 8, 8)
+    assert estimate(net, 3, dtype) == measured_saved(model, x)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("spec", [*SPECS, ZOO / "resnet50.net", ZOO / "mobilenet_v3_large.net"],
+                         ids=lambda p: p.stem)
+def test_whole_nets_within_one_percent(spec, dtype):
+    if not spec.exists():
+        pytest.skip(f"{spec.name} not in the zoo yet")
+    net = netdsl.load(spec)
+    model = net.to_torch(seed=0, amp=None if dtype == "fp32" else dtype).train()
+    x = torch.randn(2, *net.graph.inputs()[0].params["shape"])
+    got, want = estimate(net, 2, dtype), measured_saved(model, x)
+    assert abs(got - want) <= 0.01 * want, f"estimate {got:,} vs measured {want:,}"
+
+
+def test_check_prints_and_emits_the_memory(cli):
+    result = cli("check", ROOT / "specs" / "alexnet.net", "--batch", 256, "--dtype", "bf16", "--optimizer", "sgd")
+    assert result.exit_code == 0, result.output
+    assert "training memory (batch 256, bf16, sgd, as on cuda)" in result.output
+    assert "saved for backward" in result.output and "peak" in result.output
+    data = json.loads(cli("check", "--json", ROOT / "specs" / "alexnet.net", "--batch", 64).output)
+    mem = data["training_memory"]
+    assert mem["weights"] == mem["gradients"] == mem["optimizer_state"] == 4 * 60_965_224
+    assert mem["peak"] >= mem["weights"] + mem["gradients"] + mem["optimizer_state"] + mem["saved"] // 2
+    plain = cli("check", ROOT / "specs" / "alexnet.net").output
+    assert "training memory" not in plain  # the default output is unchanged
+
+
+def test_adam_keeps_two_values_per_weight_and_sgd_none():
+    g = netdsl.load(ROOT / "specs" / "lenet.net").graph
+    assert training_memory(g, 8, optimizer="adam").optimizer_state == 2 * 4 * 431_080
+    assert training_memory(g, 8, optimizer="sgd").optimizer_state == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the allocator's peak is measured there")
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_the_peak_matches_cuda_within_ten_percent(dtype):
+    net = netdsl.load(ROOT / "specs" / "alexnet-torchvision.net")
+    model = net.to_torch("cuda", seed=0, amp=None if dtype == "fp32" else dtype, logits=True).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(64, 3, 224, 224, device="cuda"), torch.randint(0, 1000, (64,), device="cuda")
+    for _ in range(2):  # the second step has the momentum buffers from the start, as every later one
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.reset_peak_memory_stats()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    peak = torch.cuda.max_memory_allocated()
+    est = training_memory(net.graph, 64, dtype, "momentum", "cuda").peak
+    assert abs(est - peak) <= 0.10 * peak, f"estimate {est:,} vs measured {peak:,}"
