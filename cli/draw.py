@@ -1,4 +1,4 @@
-"""`netdsl draw`: an architecture diagram of a spec, as SVG, PNG, PDF or DOT."""
+"""`netdsl draw`: an architecture diagram of a spec, as SVG, PNG, PDF, DOT or an interactive HTML page."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +18,8 @@ from .main import consts_option, load_any_or_exit, write_file
               help="Write the diagram to FILE; its extension picks the format. '-' writes to stdout. "
                    "[default: SPEC's name with .svg, in the current folder]")
 @click.option("--format", "fmt", type=click.Choice(FORMATS, case_sensitive=False),
-              help="The format, whatever the extension (dot needs no Graphviz installed).")
+              help="The format, whatever the extension (dot and html need no Graphviz installed; "
+                   "without it, svg is netdsl's own simpler layout).")
 @click.option("--rankdir", type=click.Choice(RANKDIRS, case_sensitive=False), default="TB", show_default=True,
               help="TB draws top to bottom, LR left to right (like the AlexNet paper's figure).")
 @click.option("--shapes/--no-shapes", default=True, show_default=True, help="Tensor shapes on the edges.")
@@ -33,7 +34,8 @@ from .main import consts_option, load_any_or_exit, write_file
 def draw(spec: str, output: str | None, fmt: str | None, rankdir: str, shapes: bool, counts: bool,
          against: str | None, fold: bool) -> None:
     """Draw SPEC: layers with their hyper-parameters and parameter counts, shapes on the edges,
-    one cluster per tower. Needs Graphviz's `dot` program, except for .dot output."""
+    one cluster per tower. Needs Graphviz's `dot` program for PNG and PDF; .html (a page to pan, zoom,
+    fold and unfold) and .dot never need it, and .svg falls back to netdsl's own layout without it."""
     if output is None:
         output = f"{Path(spec).stem or 'net'}.{(fmt or 'svg').lower()}"
     try:

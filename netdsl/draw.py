@@ -3,7 +3,9 @@
 `to_dot` turns a checked Graph into a `graphviz.Digraph`: one box per layer (or per folded block),
 tensor shapes on the edges, one cluster per tower with the split's layers drawn in every tower and
 the edges that cross between towers drawn dashed. `render` lays it out with graphviz's `dot`
-program; `.dot` output is the graph's source and works without it. Nothing here imports torch.
+program; `.dot` output is the graph's source and works without it. Without `dot`, SVG output falls
+back to `layered_svg`, a simpler layout netdsl does itself, and `.html` output (netdsl.draw_html: an
+interactive page laid out in the browser) never needs it. Nothing here imports torch.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import dataclasses
 import html
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,7 @@ from .ir import Graph, Node, Shape, fmt_shape
 if TYPE_CHECKING:
     from .api import Net
 
-FORMATS = ("svg", "png", "pdf", "dot")
+FORMATS = ("svg", "png", "pdf", "dot", "html")
 RANKDIRS = ("TB", "LR")
 PNG_DPI = 144  # 96 looks blurry in a paper or on a slide
 MAX_BLOCK_CLUSTERS = 200
@@ -39,7 +42,12 @@ Install Graphviz, then run the command again:
   conda:          conda install -c conda-forge graphviz
   Windows:        winget install graphviz   (then add its bin folder to PATH)
 (`pip install graphviz` installs only the Python bindings, not the `dot` program.)
-`.dot` output needs no Graphviz: netdsl draw SPEC -o net.dot"""
+Without Graphviz these work: netdsl draw SPEC -o net.html (an interactive page to pan, zoom and
+unfold), -o net.svg (netdsl's own simpler layout) and -o net.dot (Graphviz source)."""
+
+FALLBACK_NOTE = ("note: Graphviz's `dot` is not installed, so netdsl laid this SVG out itself; Graphviz's "
+                 "layout is better: install it (sudo apt-get install graphviz, brew install graphviz, "
+                 "conda install -c conda-forge graphviz) and draw again")
 
 FONT = "Helvetica"
 CROSS_COLOR = "#c0392b"
@@ -220,19 +228,31 @@ def _rows(cells: list[str]) -> str:
 
 
 def layer_label(graph: Graph, node: Node, counts: bool) -> str:
+    return _html(*layer_text(graph, node, counts))
+
+
+def layer_text(graph: Graph, node: Node, counts: bool) -> tuple[str, str, list[str]]:
+    """A layer's box as plain text: title, kind, lines (its hyper-parameters, its parameters)."""
     lines = [hyper(graph, node)]
     params = params_of(graph, [node])
     if counts and params:
         lines.append(f"{params:,} params")
-    return _html(node.name, node.kind, lines)
+    return node.name, node.kind, [line for line in lines if line]
 
 
 def box_label(graph: Graph, box: Box, counts: bool) -> str:
+    return _html(*box_text(graph, box, counts))
+
+
+def box_text(graph: Graph, box: Box, counts: bool) -> tuple[str, str, list[str]]:
+    """A box as plain text: title (`inception_3a`), kind (the block call, ×N), lines (what it holds)."""
     if not box.folded:
-        return layer_label(graph, box.nodes[0], counts)
+        return layer_text(graph, box.nodes[0], counts)
     per_unit = len(box.nodes) // box.count
     names = [box.nodes[i * per_unit].name if box.block is None else box.nodes[i * per_unit].scope[0]
              for i in (0, box.count - 1)]
+    if box.block is not None and box.count == 1:
+        names = [box.block]  # also a nested instance, whose layers' scope[0] is the outer one
     title = names[0] if box.count == 1 else f"{names[0]}{' …' if box.count > 2 else ','} {names[1]}"
     if box.block is not None:
         kind = block_text(graph, box.block)
@@ -244,7 +264,7 @@ def box_label(graph: Graph, box: Box, counts: bool) -> str:
     params = params_of(graph, box.nodes)
     if counts and params:
         lines.append(f"{params:,} params" + (" in all" if box.count > 1 else ""))
-    return _html(title, kind, lines)
+    return title, kind, lines
 
 
 def summary(graph: Graph, nodes: list[Node], most: int = 4) -> list[str]:
@@ -351,6 +371,16 @@ def to_dot(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool 
 
 def _graph_attrs(graph: Graph, rankdir: str, counts: bool, fold: bool,
                  marks: dict[str, str] | None = None) -> dict[str, str]:
+    lines = title_lines(graph, counts, fold, marks)
+    title = _rows([f"<b>{_text(lines[0])}</b>"]
+                  + [f'<font point-size="11" color="{MUTED}">{_text(line)}</font>' for line in lines[1:]])
+    return {"rankdir": rankdir, "label": title, "labelloc": "t", "fontname": FONT,
+            "fontsize": "16", "nodesep": "0.3", "ranksep": "0.3", "newrank": "true",
+            "bgcolor": "white", "pad": "0.2"}
+
+
+def title_lines(graph: Graph, counts: bool, fold: bool, marks: dict[str, str] | None = None) -> list[str]:
+    """The diagram's title: the net's title, then what to know to read it (totals, towers, marks)."""
     lines = [graph.title or graph.name]
     if marks is not None:
         lines.append("compared: green added, amber changed, red dashed removed ("
@@ -364,11 +394,7 @@ def _graph_attrs(graph: Graph, rankdir: str, counts: bool, fold: bool,
         lines.append(f"inside a tower: {per_tower} per tower; dashed red: reads every tower")
     if not fold and not boxes_blocks(graph):
         lines.append(f"{len(graph.instances):,} block instances, too many to box: a layer's name says its block")
-    title = _rows([f"<b>{_text(lines[0])}</b>"]
-                  + [f'<font point-size="11" color="{MUTED}">{_text(line)}</font>' for line in lines[1:]])
-    return {"rankdir": rankdir, "label": title, "labelloc": "t", "fontname": FONT,
-            "fontsize": "16", "nodesep": "0.3", "ranksep": "0.3", "newrank": "true",
-            "bgcolor": "white", "pad": "0.2"}
+    return lines
 
 
 def _node_attrs(graph: Graph, box: Box, counts: bool, outputs: set[str]) -> dict[str, str]:
@@ -455,8 +481,12 @@ def format_for(path: str | os.PathLike | None, fmt: str | None) -> str:
     return chosen
 
 
-def render_graph(graph: Graph, fmt: str, **options) -> bytes:
-    """The diagram as the bytes of a file in `fmt`; `dot` needs no Graphviz installed."""
+def render_graph(graph: Graph, fmt: str, fallback: bool = True, **options) -> bytes:
+    """The diagram as the bytes of a file in `fmt`; `dot` and `html` need no Graphviz installed, nor
+    does `svg` with `fallback` (netdsl's own layout, with a note on stderr, when `dot` is missing)."""
+    if fmt == "html":
+        from .draw_html import to_html  # draw_html builds on this module
+        return to_html(graph, **options)
     dot = to_dot(graph, **options)
     if fmt == "dot":
         return dot.source.encode("utf-8")
@@ -465,6 +495,9 @@ def render_graph(graph: Graph, fmt: str, **options) -> bytes:
     try:
         data = dot.pipe(format=fmt, quiet=True)
     except graphviz.ExecutableNotFound:
+        if fmt == "svg" and fallback:
+            print(FALLBACK_NOTE, file=sys.stderr)
+            return layered_svg(graph, **options)
         raise DotNotFound(INSTALL_HINT) from None
     except graphviz.CalledProcessError as err:
         detail = (err.stderr or b"").decode("utf-8", "replace").strip()
@@ -491,18 +524,268 @@ def fixed_pdf_dates(data: bytes) -> bytes:
     return _PDF_DATE.sub(fix, data)
 
 
-def render(graph: "Graph | Net", path: str | os.PathLike | None, fmt: str | None = None, **options) -> bytes:
+# ------------------------------------------------------------------------ without Graphviz
+
+_SVG_FONT = "Helvetica, Arial, sans-serif"
+_RANKSEP, _NODESEP, _PADX, _PADY = 34.0, 22.0, 9.0, 5.0
+
+
+@dataclass
+class _Place:
+    """A box (one tower's copy) or a bend of a long edge in the layered layout; x, y is its centre."""
+
+    id: str
+    width: float
+    height: float
+    lines: list[str] = dataclasses.field(default_factory=list)
+    title: str = ""
+    kind: str = ""
+    attrs: dict[str, str] = dataclasses.field(default_factory=dict)
+    rank: int = 0
+    x: float = 0.0
+    y: float = 0.0
+
+
+def _text_width(text: str, size: float, bold: bool = False) -> float:
+    """About what Helvetica needs (there are no font metrics without a renderer): on the wide side."""
+    narrow = sum(ch in "iljtf1.,:;|!' ()[]" for ch in text)
+    return ((len(text) - narrow) * 0.6 + narrow * 0.32) * size * (1.08 if bold else 1.0)
+
+
+def layered_svg(graph: Graph, rankdir: str = "TB", shapes: bool = True, counts: bool = True,
+                fold: bool = True, marks: dict[str, str] | None = None) -> bytes:
+    """The diagram laid out by netdsl itself, for when Graphviz's `dot` is missing: the same boxes,
+    labels, colours and edges as `to_dot`, in layers (a box's layer is its longest path from the
+    input), ordered within a layer by their neighbours' order, edges drawn as polylines. Towers are a
+    tag on each copy rather than clusters; blocks show in the layers' names rather than as clusters."""
+    if rankdir.upper() not in RANKDIRS:
+        raise ValueError(f"rankdir must be one of {', '.join(RANKDIRS)}, got {rankdir!r}")
+    lr = rankdir.upper() == "LR"
+    boxes = folded_boxes(graph) if fold else expanded_boxes(graph)
+    owner = {n.name: box for box in boxes for n in box.nodes}
+    outputs = {n.name for n in graph.outputs()}
+    places: dict[str, _Place] = {}
+    for box in boxes:
+        title, kind, lines = box_text(graph, box, counts)
+        attrs = _node_attrs(graph, box, counts, outputs)
+        if marks:
+            attrs.update(_mark_attrs(box, marks))
+        for t, node_id in enumerate(copies(graph, box)):
+            tag = ([f"tower {t}" if len(graph.towers) == 1 else f"{box.towers}: tower {t}"] if box.towers else [])
+            body = [line for line in lines if line] + tag
+            width = max([_text_width(title, 12, True) + (_text_width("  " + kind, 12) if kind else 0)]
+                        + [_text_width(line, 10) for line in body]) + 2 * _PADX
+            places[node_id] = _Place(node_id, width, 15 + 13 * len(body) + 2 * _PADY, body, title, kind, attrs)
+    links = edges(graph, owner, shapes)
+    ranks = _layers(places, links)
+    routes = _bend_points(places, ranks, links)
+    _order(ranks, places, routes)
+    _place(ranks, places, routes, lr, links)
+    return _svg_text(graph, places, links, routes, lr, counts, fold, marks)
+
+
+def _layers(places: dict[str, _Place], links: list[Edge]) -> list[list[str]]:
+    """Longest-path layers, in the boxes' order (the graph's order, which is topological)."""
+    preds: dict[str, list[str]] = {k: [] for k in places}
+    for e in links:
+        preds[e.dst].append(e.src)
+    done: set[str] = set()
+    for key, place in places.items():
+        place.rank = max((places[p].rank + 1 for p in preds[key] if p in done), default=0)
+        done.add(key)
+    ranks: list[list[str]] = [[] for _ in range(max((p.rank for p in places.values()), default=0) + 1)]
+    for key, place in places.items():
+        ranks[place.rank].append(key)
+    return ranks
+
+
+def _bend_points(places: dict[str, _Place], ranks: list[list[str]], links: list[Edge]) -> list[list[str]]:
+    """Each edge's route: its ends and a bend point in every layer it passes (so it goes round boxes)."""
+    routes = []
+    for i, e in enumerate(links):
+        src, dst = places[e.src], places[e.dst]
+        route = [e.src]
+        for r in range(src.rank + 1, dst.rank):
+            bend = _Place(f"\0{i}.{r}", 10.0, 10.0, rank=r)
+            places[bend.id] = bend
+            ranks[r].append(bend.id)
+            route.append(bend.id)
+        routes.append(route + [e.dst])
+    return routes
+
+
+def _order(ranks: list[list[str]], places: dict[str, _Place], routes: list[list[str]]) -> None:
+    """Order each layer by the mean position of its neighbours in the layer above (then below, then
+    above again): few crossings, towers side by side; ties keep the graph's order."""
+    up: dict[str, list[str]] = {k: [] for k in places}
+    down: dict[str, list[str]] = {k: [] for k in places}
+    for route in routes:
+        for a, b in zip(route, route[1:]):
+            up[b].append(a)
+            down[a].append(b)
+    pos = {k: float(i) for rank in ranks for i, k in enumerate(rank)}
+    for sweep in (up, down, up):
+        seq = range(1, len(ranks)) if sweep is up else range(len(ranks) - 2, -1, -1)
+        for r in seq:
+            ranks[r].sort(key=lambda k: sum(pos[n] for n in sweep[k]) / len(sweep[k]) if sweep[k] else pos[k])
+            for i, k in enumerate(ranks[r]):
+                pos[k] = float(i)
+
+
+def _place(ranks: list[list[str]], places: dict[str, _Place], routes: list[list[str]], lr: bool,
+           links: list[Edge]) -> None:
+    """Coordinates: layers one after another, each box centred under its inputs where there is room."""
+    up: dict[str, list[str]] = {k: [] for k in places}
+    for route in routes:
+        for a, b in zip(route, route[1:]):
+            up[b].append(a)
+    across = (lambda p: p.height) if lr else (lambda p: p.width)
+    along = (lambda p: p.width) if lr else (lambda p: p.height)
+    gap = _RANKSEP
+    if lr and _labelled(links):
+        gap = max(gap, max(_text_width(e.label, 10) for e in links) + 16)
+    depth = 0.0
+    for rank in ranks:
+        thick = max((along(places[k]) for k in rank), default=0.0)
+        want = [sum(places[n].x for n in up[k]) / len(up[k]) if up[k] else None for k in rank]
+        packed, edge = [], 0.0
+        for k in rank:
+            packed.append(edge + across(places[k]) / 2)
+            edge += across(places[k]) + _NODESEP
+        mid = (edge - _NODESEP) / 2
+        desired = [w if w is not None else p - mid for w, p in zip(want, packed)]
+        centres: list[float] = []
+        for i, k in enumerate(rank):
+            c = desired[i]
+            if centres:
+                c = max(c, centres[-1] + across(places[rank[i - 1]]) / 2 + _NODESEP + across(places[k]) / 2)
+            centres.append(c)
+        shift = sum(c - d for c, d in zip(centres, desired)) / len(rank) if rank else 0.0
+        for k, c in zip(rank, centres):
+            places[k].x, places[k].y = c - shift, depth + thick / 2
+        depth += thick + gap
+    if lr:
+        for p in places.values():
+            p.x, p.y = p.y, p.x
+
+
+def _labelled(links: list[Edge]) -> bool:
+    return any(e.label for e in links)
+
+
+def _svg_text(graph: Graph, places: dict[str, _Place], links: list[Edge], routes: list[list[str]], lr: bool,
+              counts: bool, fold: bool, marks: dict[str, str] | None) -> bytes:
+    esc = html.escape
+    head = title_lines(graph, counts, fold, marks)
+    head_h = 22 + 16 * (len(head) - 1) + 12
+    boxes = [p for p in places.values() if not p.id.startswith("\0")]
+    left = min(p.x - p.width / 2 for p in places.values()) - 12
+    top = min(p.y - p.height / 2 for p in places.values()) - 12 - head_h
+    right = max(p.x + p.width / 2 for p in places.values()) + 12
+    if lr or _labelled(links):
+        right += 60  # the labels of the rightmost edges
+    bottom = max(p.y + p.height / 2 for p in places.values()) + 12
+    right = max(right, left + max(_text_width(head[0], 16, True), *(_text_width(h, 11) for h in head)) + 24)
+    width, height = right - left, bottom - top
+
+    def xy(x: float, y: float) -> str:
+        return f"{x - left:.1f},{y - top:.1f}"
+
+    out = ['<?xml version="1.0" encoding="UTF-8" standalone="no"?>',
+           "<!-- netdsl's own layout (Graphviz's dot was not found); install Graphviz for a better one -->",
+           f'<svg width="{width:.0f}pt" height="{height:.0f}pt" viewBox="0 0 {width:.1f} {height:.1f}" '
+           'xmlns="http://www.w3.org/2000/svg">',
+           f'<g id="graph0" class="graph" font-family="{_SVG_FONT}">',
+           f"<title>{esc(graph.name)}</title>",
+           f'<rect x="0" y="0" width="{width:.1f}" height="{height:.1f}" fill="white"/>',
+           f'<text x="{width / 2:.1f}" y="22" text-anchor="middle" font-size="16" font-weight="bold">'
+           f"{esc(head[0])}</text>"]
+    out += [f'<text x="{width / 2:.1f}" y="{22 + 16 * i}" text-anchor="middle" font-size="11" fill="{MUTED}">'
+            f"{esc(line)}</text>" for i, line in enumerate(head[1:], 1)]
+    fan_out = {e.src: sum(f.src == e.src for f in links) for e in links}
+    fan_in = {e.dst: sum(f.dst == e.dst for f in links) for e in links}
+    for i, (e, route) in enumerate(zip(links, routes), 1):
+        at = 0.5 if lr else 0.72 if fan_out[e.src] > 1 else 0.3 if fan_in[e.dst] > 1 and len(route) == 2 else 0.5
+        out.append(_svg_edge(i, e, [places[k] for k in route], lr, xy, at))
+    for i, p in enumerate(boxes, 1):
+        out.append(_svg_box(i, p, xy))
+    out += ["</g>", "</svg>", ""]
+    return "\n".join(out).encode("utf-8")
+
+
+def _svg_box(i: int, p: _Place, xy) -> str:
+    esc = html.escape
+    a = p.attrs
+    style = a.get("style", "rounded,filled")
+    stroke, pen = a.get("color", "#444444"), a.get("penwidth", "1")
+    dash = ' stroke-dasharray="5,2"' if "dashed" in style else ""
+    rx = ' rx="4"' if "rounded" in style else ""
+    x0, y0 = xy(p.x - p.width / 2, p.y - p.height / 2).split(",")
+    parts = [f'<g id="node{i}" class="node">', f"<title>{esc(p.id)}</title>"]
+    if a.get("shape") == "box3d":  # a run of identical blocks: a stack
+        for d in (6, 3):
+            parts.append(f'<rect x="{float(x0) + d:.1f}" y="{float(y0) - d:.1f}" width="{p.width:.1f}" '
+                         f'height="{p.height:.1f}" fill="{a.get("fillcolor", FILL_OTHER)}" stroke="{stroke}"/>')
+    parts.append(f'<rect x="{x0}" y="{y0}" width="{p.width:.1f}" height="{p.height:.1f}"{rx} '
+                 f'fill="{a.get("fillcolor", FILL_OTHER)}" stroke="{stroke}" stroke-width="{pen}"{dash}/>')
+    cx, y = xy(p.x, p.y - p.height / 2 + _PADY + 12).split(",")
+    kind = f'<tspan fill="{MUTED}" font-weight="normal">  {esc(p.kind)}</tspan>' if p.kind else ""
+    parts.append(f'<text x="{cx}" y="{y}" text-anchor="middle" font-size="12" font-weight="bold" '
+                 f'xml:space="preserve">{esc(p.title)}{kind}</text>')
+    for j, line in enumerate(p.lines, 1):
+        parts.append(f'<text x="{cx}" y="{float(y) + 13 * j:.1f}" text-anchor="middle" font-size="10">'
+                     f"{esc(line)}</text>")
+    return "\n".join(parts + ["</g>"])
+
+
+def _svg_edge(i: int, e: Edge, route: list[_Place], lr: bool, xy, at: float) -> str:
+    """An edge as a polyline through its bend points; its label `at` a fraction of its first segment
+    (near the end of a fan-out, near the start of a fan-in, where the lines are apart)."""
+    esc = html.escape
+    src, dst = route[0], route[-1]
+    bends = [(p.x, p.y) for p in route[1:-1]]
+    if lr:
+        points = [(src.x + src.width / 2, src.y), *bends, (dst.x - dst.width / 2, dst.y)]
+    else:
+        points = [(src.x, src.y + src.height / 2), *bends, (dst.x, dst.y - dst.height / 2)]
+    (x1, y1), (x2, y2) = points[-2], points[-1]
+    length = max(((x2 - x1) ** 2 + (y2 - y1) ** 2) ** 0.5, 1e-6)
+    ux, uy = (x2 - x1) / length, (y2 - y1) / length
+    tip, base = (x2, y2), (x2 - 7 * ux, y2 - 7 * uy)
+    points[-1] = base
+    wing = [(base[0] - 3 * uy, base[1] + 3 * ux), (base[0] + 3 * uy, base[1] - 3 * ux)]
+    color = CROSS_COLOR if e.cross else "#555555"
+    dash = ' stroke-dasharray="5,2"' if e.cross else ""
+    parts = [f'<g id="edge{i}" class="edge">', f"<title>{esc(e.src)}&#45;&gt;{esc(e.dst)}</title>",
+             f'<path fill="none" stroke="{color}"{dash} d="M{" L".join(xy(*pt) for pt in points)}"/>',
+             f'<polygon fill="{color}" stroke="{color}" points="{" ".join(xy(*pt) for pt in (tip, *wing, tip))}"/>']
+    if e.label:
+        (ax, ay), (bx, by) = points[0], points[1]
+        left = not lr and bx < ax - 1  # the line leans left: the label goes on its left
+        lx, ly = xy(ax + (bx - ax) * at + (0 if lr else -4 if left else 4),
+                    ay + (by - ay) * at + (-4 if lr else 3)).split(",")
+        anchor = "middle" if lr else "end" if left else "start"
+        fill = CROSS_COLOR if e.cross else MUTED
+        parts.append(f'<text x="{lx}" y="{ly}" text-anchor="{anchor}" font-size="10" fill="{fill}">'
+                     f"{esc(e.label)}</text>")
+    return "\n".join(parts + ["</g>"])
+
+
+def render(graph: "Graph | Net", path: str | os.PathLike | None, fmt: str | None = None,
+           fallback: bool = True, **options) -> bytes:
     """Draw a checked graph (or a Net: NetdslError when it has errors) into `path` (None: only return
-    the bytes). Returns the file's bytes."""
+    the bytes). Returns the file's bytes. Without Graphviz, SVG is netdsl's own layout unless
+    `fallback` is False (then DotNotFound, as for PNG and PDF)."""
     fmt = format_for(path, fmt)
-    data = render_graph(_checked(graph), fmt, **options)
+    data = render_graph(_checked(graph), fmt, fallback, **options)
     if path is not None:
         Path(path).write_bytes(data)
     return data
 
 
 def to_svg(graph: "Graph | Net", **options) -> str:
-    return render(graph, None, "svg", **options).decode("utf-8")
+    """Graphviz's SVG (DotNotFound without it: a notebook then shows the net as text)."""
+    return render(graph, None, "svg", fallback=False, **options).decode("utf-8")
 
 
 def _checked(graph: "Graph | Net") -> Graph:
@@ -511,5 +794,5 @@ def _checked(graph: "Graph | Net") -> Graph:
     return graph.raise_for_errors().graph  # a Net: what `netdsl.load` returns
 
 
-__all__ = ["to_dot", "render", "render_graph", "to_svg", "format_for", "DrawError", "DotNotFound",
+__all__ = ["to_dot", "render", "render_graph", "to_svg", "layered_svg", "format_for", "DrawError", "DotNotFound",
            "FORMATS", "RANKDIRS", "INSTALL_HINT"]
