@@ -314,3 +314,27 @@ def window_params(default_round: str, default_stride) -> list[Param]:
         Param("quiet", ChoiceListType(tuple(WINDOW_WARNINGS), "warning names"), None,
               "warnings not to report for this layer: " + ", ".join(WINDOW_WARNINGS)),
     ]
+
+
+def native_pool(windows: Windows) -> tuple[tuple[int, int], bool] | None:
+    """(padding, ceil_mode) for which PyTorch's own pooling gives the checker's window count, if any
+    (None: the lowering pads explicitly, with CaffePool2d; the memory pass counts that padded copy).
+
+    PyTorch takes only symmetric padding of at most kernel // 2, and its ceil_mode has its own clip
+    rule; the counts are compared here rather than assumed, so what runs is what the checker inferred.
+    When the counts agree, the average divisors agree too: both count the padding but not the overhang.
+    """
+    if any(w.before != w.after or w.before > w.kernel // 2 or w.dilation != 1 for w in windows):
+        return None
+    for ceil_mode in (False, True):
+        if all(torch_pool_out(w.size, w.kernel, w.stride, w.before, ceil_mode) == w.out() for w in windows):
+            return (windows[0].before, windows[1].before), ceil_mode
+    return None
+
+
+def torch_pool_out(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling_output_shape (aten/src/ATen/native/Pool.h) for dilation 1."""
+    n = (size + 2 * pad - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (n - 1) * stride >= size + pad:
+        n -= 1
+    return n

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..ir import Node, numel
 from ..layers import groups
-from ..layers.window import Window, counts_padding
+from ..layers.window import Window, counts_padding, native_pool
 from .modules import (Add, CaffePool2d, ChannelScale, ChannelSlice, Concat, CroppedConvTranspose2d, DropPath, Eltwise,
                       GroupedLinear, LayerNorm2d, LayerScale, PaddedConv2d, Power, WithinChannelLRN)
 
@@ -56,7 +56,7 @@ def _windowed_pool(mode: str) -> Builder:
     def build(node: Node) -> nn.Module:
         windows: tuple[Window, Window] = node.meta["windows"]
         include_pad = counts_padding(node)  # pad=same: only real positions, as TensorFlow
-        native = _native_pool(windows)
+        native = native_pool(windows)
         if native is None:
             return _caffe_pool(mode, windows, include_pad)
         padding, ceil_mode = native
@@ -75,29 +75,6 @@ def _caffe_pool(mode: str, windows: tuple[Window, Window], include_pad: bool) ->
     declared = (windows[1].before, windows[1].after, windows[0].before, windows[0].after)
     return CaffePool2d(mode, (windows[0].kernel, windows[1].kernel), (windows[0].stride, windows[1].stride),
                        pads, declared, include_pad)
-
-
-def _native_pool(windows: tuple[Window, Window]) -> tuple[tuple[int, int], bool] | None:
-    """(padding, ceil_mode) for which PyTorch's own pooling gives the checker's window count, if any.
-
-    PyTorch takes only symmetric padding of at most kernel // 2, and its ceil_mode has its own clip
-    rule; the counts are compared here rather than assumed, so what runs is what the checker inferred.
-    When the counts agree, the average divisors agree too: both count the padding but not the overhang.
-    """
-    if any(w.before != w.after or w.before > w.kernel // 2 or w.dilation != 1 for w in windows):
-        return None
-    for ceil_mode in (False, True):
-        if all(torch_pool_out(w.size, w.kernel, w.stride, w.before, ceil_mode) == w.out() for w in windows):
-            return (windows[0].before, windows[1].before), ceil_mode
-    return None
-
-
-def torch_pool_out(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
-    """PyTorch's pooling_output_shape (aten/src/ATen/native/Pool.h) for dilation 1."""
-    n = (size + 2 * pad - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (n - 1) * stride >= size + pad:
-        n -= 1
-    return n
 
 
 def build_lrn(node: Node) -> nn.Module:

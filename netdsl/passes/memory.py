@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..ir import Graph, Node, numel
+from ..layers.window import native_pool
 
 DTYPES = ("fp32", "bf16", "fp16")
 OPTIMIZERS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2}  # fp32 state tensors per parameter
@@ -113,23 +114,11 @@ def _padded_numel(node: Node) -> int:
     pads = [(w.before, w.after + w.overhang()) for w in windows]
     if node.kind == "conv" and all(b == a for b, a in pads):
         return 0
-    if node.kind in ("maxpool", "avgpool") and not _caffe_pool(windows):
+    if node.kind in ("maxpool", "avgpool") and native_pool(windows) is not None:
         return 0
     extent = [(w.out() - 1) * w.stride + w.span for w in windows] if node.kind != "conv" else \
         [w.size + b + a for w, (b, a) in zip(windows, pads)]
     return c * extent[0] * extent[1]
-
-
-def _caffe_pool(windows) -> bool:
-    """Whether the pool needs netdsl's CaffePool2d (lowering/builders._native_pool finds no PyTorch pool)."""
-    def native(w, ceil_mode):
-        n = (w.size + 2 * w.before - w.kernel + (w.stride - 1 if ceil_mode else 0)) // w.stride + 1
-        if ceil_mode and (n - 1) * w.stride >= w.size + w.before:
-            n -= 1
-        return n
-    if any(w.before != w.after or w.before > w.kernel // 2 or w.dilation != 1 for w in windows):
-        return True
-    return not any(all(native(w, c) == w.out() for w in windows) for c in (False, True))
 
 
 def _maxpool(node: Node, ctx: Context) -> list[Saved]:
