@@ -57,6 +57,8 @@ FILL = {  # by layer kind; anything not named here is an activation-like layer
     "maxpool": "#d5e8f7", "avgpool": "#d5e8f7", "adaptive_avgpool": "#d5e8f7",
     "adaptive_maxpool": "#d5e8f7", "global_avgpool": "#d5e8f7",
     "concat": "#dcefd5", "add": "#dcefd5", "input": "#bcd7ee",
+    "convtranspose": "#fde3c8", "layernorm": "#fbf1bd", "groupnorm": "#fbf1bd", "global_maxpool": "#d5e8f7",
+    "upsample": "#d5e8f7", "multiply": "#dcefd5", "maximum": "#dcefd5", "weighted_sum": "#dcefd5",
 }
 FILL_OTHER = "#f3f3f3"
 FILL_BLOCK = "#fdf0e1"

@@ -720,7 +720,10 @@ class _Invalid(Exception):
 def _example(kind: layers.LayerKind) -> str:
     examples = {"conv": "conv(96, 11, stride=4)", "fc": "fc(4096)", "maxpool": "maxpool(3, stride=2)",
                 "avgpool": "avgpool(3, stride=2)", "adaptive_avgpool": "adaptive_avgpool(6)",
-                "adaptive_maxpool": "adaptive_maxpool(6)", "dropout": "dropout(0.5)"}
+                "adaptive_maxpool": "adaptive_maxpool(6)", "dropout": "dropout(0.5)",
+                "convtranspose": "convtranspose(64, 4, stride=2, pad=1)", "groupnorm": "groupnorm(32)",
+                "channel_shuffle": "channel_shuffle(2)", "upsample": "upsample(2, mode=bilinear)",
+                "drop_path": "drop_path(0.1)", "slice": "slice(0, 64)", "weighted_sum": "weighted_sum([1, 0.5])"}
     return examples.get(kind.name, f"{kind.name}()")
 
 

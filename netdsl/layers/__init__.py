@@ -75,8 +75,15 @@ def kinds() -> dict[str, LayerKind]:
     return {k: v for k, v in REGISTRY.items() if k == v.name}
 
 
+_LOADED = False
+
+
 def _load() -> None:
-    if not REGISTRY:
+    """Import every kind's module once. (A flag, not `if not REGISTRY`: a back end importing one kind's
+    module first would otherwise leave the registry holding that module's kinds only.)"""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
         from . import activation, caffe_extra, conv, dense, io, merge, norm, pool, resample  # noqa: F401  (they register)
 
 
