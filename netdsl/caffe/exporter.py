@@ -199,23 +199,9 @@ def _input(ex: Exporter, node: Node) -> None:
 
 @exporter("conv")
 def _conv(ex: Exporter, node: Node) -> None:
-    p = node.params
     if _windows(node)[0].rounding == "ceil":  # (pad=same/valid round down: the checker's windows say)
         _floor_agrees(node)
-    param: dict[str, Any] = {"num_output": p["out"]}
-    if not p["bias"]:
-        param["bias_term"] = False
-    param.update(_symmetric_pad(node))
-    param.update(_hw(p["kernel"], "kernel_size"))
-    if p["stride"] != [1, 1]:
-        param.update(_hw(p["stride"], "stride"))
-    if p["dilation"] != [1, 1]:
-        if p["dilation"][0] != p["dilation"][1]:
-            raise _Unexpressible("Caffe's dilation is the same for height and width")
-        param["dilation"] = p["dilation"][0]
-    if groups(node) > 1:
-        param["group"] = groups(node)
-    ex.add(node, "Convolution", {"convolution_param": param})
+    ex.add(node, "Convolution", {"convolution_param": _convolution_param(node)})
 
 
 def _floor_agrees(node: Node) -> None:
@@ -413,6 +399,12 @@ def _convtranspose(ex: Exporter, node: Node) -> None:
     if p["output_pad"] != [0, 0]:
         raise _Unexpressible(f"Caffe's Deconvolution has no output padding (output_pad={p['output_pad']})",
                              [f"{node.name}: Caffe's size is (in - 1)*stride - 2*pad + dilation*(k-1) + 1"])
+    ex.add(node, "Deconvolution", {"convolution_param": _convolution_param(node)})
+
+
+def _convolution_param(node: Node) -> dict[str, Any]:
+    """Caffe's convolution_param, shared by Convolution and Deconvolution."""
+    p = node.params
     param: dict[str, Any] = {"num_output": p["out"]}
     if not p["bias"]:
         param["bias_term"] = False
@@ -426,7 +418,7 @@ def _convtranspose(ex: Exporter, node: Node) -> None:
         param["dilation"] = p["dilation"][0]
     if groups(node) > 1:
         param["group"] = groups(node)
-    ex.add(node, "Deconvolution", {"convolution_param": param})
+    return param
 
 
 @exporter("slice")

@@ -8,20 +8,25 @@ from dataclasses import dataclass
 from ..errors import SpecError
 from .schema import BoolType, InitType, IntType, PairType, Param, REQUIRED, Schema
 from . import Cost, Inferred, LayerKind, explain_groups, groups, register, require_chw
-from .window import explain_windows, infer_windows, rf_window, window_label, window_params
+from .window import axis_names, explain_windows, infer_windows, rf_window, window_label, window_params
 from .schema import MAX_INT, PaddingType  # (convtranspose)
 
 
-def _infer(node, ins):
-    c, h, w = require_chw(node, ins[0])
-    g, out = groups(node), node.params["out"]
-    for what, n in (("input channels", c), ("output channels", out)):
+def _check_groups(node, channels: int) -> None:
+    """Input and output channels must divide into the groups (the spec's, times the towers)."""
+    g = groups(node)
+    for what, n in (("input channels", channels), ("output channels", node.params["out"])):
         if n % g:
             raise SpecError(f"{n} {what} do not divide into {explain_groups(node)}",
                             notes=[f"{node.name}: {n} / {g} = {n / g:.4g}; "
                                    f"{what} must be a multiple of {g}"], code="groups")
+
+
+def _infer(node, ins):
+    c, h, w = require_chw(node, ins[0])
+    _check_groups(node, c)
     windows = infer_windows(node, h, w)
-    return Inferred((out, windows[0].out(), windows[1].out()), windows)
+    return Inferred((node.params["out"], windows[0].out(), windows[1].out()), windows)
 
 
 def _cost(node, ins, out):
@@ -120,22 +125,11 @@ def transposed_windows(node, h: int, w: int) -> TransposedWindows:
                                   p["dilation"][a], p["output_pad"][a]) for a, size in enumerate((h, w)))
 
 
-def _transposed_axes(windows: TransposedWindows) -> list[tuple[str, TransposedWindow]]:
-    if windows[0] == windows[1]:
-        return [("height and width", windows[0])]
-    return [("height", windows[0]), ("width", windows[1])]
-
-
 def _transposed_infer(node, ins):
     c, h, w = require_chw(node, ins[0])
-    g, out = groups(node), node.params["out"]
-    for what, n in (("input channels", c), ("output channels", out)):
-        if n % g:
-            raise SpecError(f"{n} {what} do not divide into {explain_groups(node)}",
-                            notes=[f"{node.name}: {n} / {g} = {n / g:.4g}; "
-                                   f"{what} must be a multiple of {g}"], code="groups")
+    _check_groups(node, c)
     windows = transposed_windows(node, h, w)
-    for axis, win in _transposed_axes(windows):
+    for axis, win in axis_names(windows):
         if win.extra >= win.stride and win.extra >= win.dilation:
             raise SpecError(f"output_pad {win.extra} must be smaller than the stride {win.stride} or the "
                             f"dilation {win.dilation} ({axis})",
@@ -148,7 +142,7 @@ def _transposed_infer(node, ins):
         if win.out() > MAX_INT:
             raise SpecError(f"the transposed convolution makes the {axis} larger than {MAX_INT:,}",
                             notes=[f"{node.name}: {win.formula()}"], code="shape")
-    return (out, windows[0].out(), windows[1].out())
+    return (node.params["out"], windows[0].out(), windows[1].out())
 
 
 def _transposed_cost(node, ins, out):
@@ -170,7 +164,7 @@ def _transposed_explain(node, ins, target):
     if len(target) != 3 or len(ins[0]) != 3:
         return []
     notes = []
-    for (axis, win), want in zip(_transposed_axes(transposed_windows(node, *ins[0][1:])), target[1:]):
+    for (axis, win), want in zip(axis_names(transposed_windows(node, *ins[0][1:])), target[1:]):
         if win.out() != want:
             fixes = win.fixes(want)
             notes.append(f"{node.name}: {win.formula()}"

@@ -166,7 +166,8 @@ def counts_padding(node: "Node") -> bool:
     return False
 
 
-def _axis_names(windows: Windows) -> list[tuple[str, "Window"]]:
+def axis_names(windows) -> list[tuple[str, "Window"]]:
+    """[(axis words, window)]: one entry when height and width are alike (messages say it once)."""
     if windows[0] == windows[1]:
         return [("height and width", windows[0])]
     return [("height", windows[0]), ("width", windows[1])]
@@ -185,7 +186,7 @@ def infer_windows(node: "Node", h: int, w: int, clip: bool = False) -> Windows:
                                "remove round= from the layer, or give the padding as numbers"],
                         code="bad-value")
     windows = node_windows(node, h, w, clip)
-    for axis, win in _axis_names(windows):
+    for axis, win in axis_names(windows):
         if win.out() < 1 or win.padded < win.span:
             why = f"{win.formula()}, which gives {win.out()} < 1" if win.padded >= win.span else \
                 f"{win.formula()}: the {win.span}-wide window is wider than the padded {win.padded}"
@@ -200,7 +201,7 @@ def coverage_warnings(node: "Node", windows: Windows) -> list[tuple[str, list[st
     """(message, notes) for each axis whose last rows or columns no window reads though a further window
     would (Window.lost: rows a stride past a 1x1 kernel, or between dilated taps, are skipped by design)."""
     out = []
-    for axis, win in _axis_names(windows):
+    for axis, win in axis_names(windows):
         lost = win.lost()
         if lost:
             target = win.out() + 1
@@ -231,7 +232,7 @@ def rounding_warnings(node: "Node", windows: Windows) -> list[tuple[str, list[st
     caffe = " (Caffe's)" if rounding == "ceil" else ""
     module = TORCH_MODULES.get(node.kind, "PyTorch's layer")
     notes = []
-    for (axis, win), f in zip(_axis_names(windows), floors):  # (one axis when both are alike)
+    for (axis, win), f in zip(axis_names(windows), floors):  # (one axis when both are alike)
         if f.out() != win.out():
             notes.append(f"{node.name}: {win.formula()}; {rounding} gives {win.out()}"
                          + (" (after Caffe's clip of a window starting in the padding)" if win.clipped() else "")
@@ -252,7 +253,7 @@ def explain_windows(node: "Node", ins: "list[Shape]", target: "Shape") -> list[s
     if not windows or len(target) != 3:
         return []
     notes = []
-    for (axis, win), want in zip(_axis_names(windows), (target[1], target[2])):
+    for (axis, win), want in zip(axis_names(windows), (target[1], target[2])):
         if win.out() == want:
             continue
         how = f"pad={win.padding}" if win.padding else win.rounding
