@@ -15,5 +15,8 @@ cd /tmp  # not the repository root: there `import netdsl.cli` would miss the ins
 timeout "${BENCH_TIMEOUT:-420}" python3 "$REPO/bench/gpu_bench.py" --out "$OUT/RESULTS-gpu.md" --json "$OUT/gpu.json" \
     > "$OUT/gpu-bench.log" 2>&1
 echo "benchmark exit $?"; tail -5 "$OUT/gpu-bench.log"
+timeout "${MEMORY_TIMEOUT:-150}" python3 "$REPO/bench/memory_bench.py" --device cuda --out "$OUT/RESULTS-memory.md" \
+    > "$OUT/memory-bench.log" 2>&1
+echo "memory benchmark exit $?"; tail -3 "$OUT/memory-bench.log"
 timeout "${TEST_TIMEOUT:-120}" python3 -m pytest -p no:cacheprovider -q -p no:warnings --rootdir "$REPO" \
-    "$REPO/tests/test_compile.py" "$REPO/tests/test_lowering.py" -k "cuda or gpu" 2>&1 | tee "$OUT/gpu-tests.log" | tail -15
+    "$REPO/tests/test_compile.py" "$REPO/tests/test_lowering.py" "$REPO/tests/test_memory.py" -k "cuda or gpu" 2>&1 | tee "$OUT/gpu-tests.log" | tail -15

@@ -1,0 +1,125 @@
+"""Training memory: netdsl's static estimate (`netdsl check --batch N --dtype D`) against measurement.
+
+- On the CPU (any machine): the activations autograd saves for backward, measured with
+  torch.autograd.graph.saved_tensors_hooks (distinct storages, parameters excluded) over one training
+  forward, against the estimate's `saved + weight copies`, at a small batch (the estimate is per image).
+- On CUDA: one SGD-with-momentum training step's `torch.cuda.max_memory_allocated()` (the second step,
+  when the momentum buffers exist) against the estimated peak, batch 64 and 256, fp32 and bf16.
+
+Nets: AlexNet (the paper's, and torchvision's), VGG-16 (specs/zoo/vgg16.net) and ResNet-50.
+
+Reproduce:  python bench/memory_bench.py                    (CPU part; writes bench/RESULTS-memory.md)
+            python bench/memory_bench.py --device cuda      (both parts, on a GPU)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+from pathlib import Path
+
+import torch
+
+import netdsl
+from netdsl.passes.memory import training_memory
+
+ROOT = Path(__file__).resolve().parent.parent
+NETS = {"AlexNet (paper, 2 towers)": "specs/alexnet.net", "AlexNet (torchvision)": "specs/alexnet-torchvision.net",
+        "VGG-16": "specs/zoo/vgg16.net", "ResNet-50": "specs/zoo/resnet50.net"}
+MiB = 2 ** 20
+
+
+def saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values())
+
+
+def cpu_rows(batch: int) -> list[str]:
+    rows = []
+    for label, spec in NETS.items():
+        net = netdsl.load(ROOT / spec)
+        for dtype in ("fp32", "bf16"):
+            model = net.to_torch(seed=0, amp=None if dtype == "fp32" else dtype).train()
+            x = torch.randn(batch, *net.graph.inputs()[0].params["shape"])
+            got = saved_bytes(model, x)
+            m = training_memory(net.graph, batch, dtype, "momentum", "cpu")
+            est = m.saved + m.weight_copies
+            rows.append(f"| {label} | {dtype} | {batch} | {got / MiB:,.1f} | {est / MiB:,.1f} | {est / got:.3f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
+def cuda_rows(batches: tuple[int, ...]) -> list[str]:
+    rows = []
+    for label, spec in NETS.items():
+        net = netdsl.load(ROOT / spec)
+        for dtype in ("fp32", "bf16"):
+            for batch in batches:
+                peak = _cuda_peak(net, batch, dtype)
+                est = training_memory(net.graph, batch, dtype, "momentum", "cuda").peak
+                ratio = f"{est / peak:.3f}" if peak else "-"
+                rows.append(f"| {label} | {dtype} | {batch} | {peak / MiB:,.0f} | {est / MiB:,.0f} | {ratio} |")
+                print(rows[-1], flush=True)
+    return rows
+
+
+def _cuda_peak(net: netdsl.Net, batch: int, dtype: str) -> int:
+    torch.cuda.empty_cache()
+    model = net.to_torch("cuda", seed=0, amp=None if dtype == "fp32" else dtype, logits=True).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    shape = net.graph.inputs()[0].params["shape"]
+    x = torch.randn(batch, *shape, device="cuda")
+    y = torch.randint(0, net.graph.outputs()[0].shape[0], (batch,), device="cuda")
+    for _ in range(2):
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    del model, opt, x, y
+    return peak
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--cpu-batch", type=int, default=4)
+    p.add_argument("--out", default=str(ROOT / "bench" / "RESULTS-memory.md"))
+    args = p.parse_args()
+    cpu = cpu_rows(args.cpu_batch)
+    gpu = cuda_rows((64, 256)) if args.device == "cuda" else []
+    when = datetime.date.today().isoformat()
+    text = f"""# Training memory: the static estimate against measurement
+
+Reproduce: `python bench/memory_bench.py` (CPU), `python bench/memory_bench.py --device cuda` (adds the
+GPU table). Run {when}, torch {torch.__version__}, {platform.machine()}.
+
+## Saved for backward (CPU, measured with saved_tensors_hooks)
+
+| net | dtype | batch | measured MiB | estimate MiB | estimate / measured |
+|---|---|---|---|---|---|
+{chr(10).join(cpu)}
+
+## Peak of a training step (CUDA, `max_memory_allocated`, SGD with momentum)
+
+""" + ("| net | dtype | batch | measured MiB | estimate MiB | estimate / measured |\n|---|---|---|---|---|---|\n"
+       + "\n".join(gpu) + f"\n\nGPU: {torch.cuda.get_device_name()}.\n" if gpu else
+       "Not measured yet: no GPU was available when this file was written. `bash bench/gpu_run.sh` runs it on one.\n")
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
