@@ -1,4 +1,5 @@
-"""`netdsl import` (Caffe prototxt -> spec) and `netdsl import-weights` (.caffemodel -> state dict)."""
+"""`netdsl import` (Caffe prototxt, ONNX, cuda-convnet, Darknet -> spec) and `netdsl import-weights`
+(.caffemodel -> state dict)."""
 from __future__ import annotations
 
 import re
@@ -9,6 +10,7 @@ import click
 
 import netdsl
 from netdsl.caffe.importer import ImportOptions, ImportedNet, import_file
+from netdsl.imports import import_file as import_any
 from netdsl.errors import CaffeWeightsError, DiagnosticsError, NetdslError, UsageError
 
 from .main import load_or_exit, write_file
@@ -31,15 +33,22 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 @click.option("--phase", type=click.Choice(["TEST", "TRAIN"], case_sensitive=False), default="TEST",
               show_default=True, help="Which of Caffe's phases to import (include { phase: ... }).")
 @click.option("--input-shape", metavar="CxHxW",
-              help="The input's shape, for data layers whose size the prototxt does not say (replaces the "
+              help="The input's shape, for data layers whose size the file does not say (replaces the "
                    "first input's shape when it does).")
-def import_cmd(src: str, output: str | None, phase: str, input_shape: str | None) -> None:
-    """Import a Caffe net (.prototxt, or a solver naming one) as a netdsl spec.
+@click.option("--until", metavar="LAYER", help="Stop after LAYER (e.g. before a detection head).")
+@click.option("--params", type=click.Path(dir_okay=False),
+              help="cuda-convnet: the layer-params file beside the layer file.")
+def import_cmd(src: str, output: str | None, phase: str, input_shape: str | None, until: str | None,
+               params: str | None) -> None:
+    """Import a net as a netdsl spec: a Caffe .prototxt (or a solver naming one), an ONNX model, a
+    cuda-convnet or cuda-convnet2 layer file, or a Darknet .cfg; the format is recognised from the
+    content (docs/import.md).
 
-    Caffe's semantics are kept: floor convolutions, ceil pooling with Caffe's clip, LRN alpha/n with
-    k = 1. Loss and accuracy layers are left out of the network and listed in a closing comment.
+    Each format's semantics are kept: for Caffe, floor convolutions, ceil pooling with Caffe's clip,
+    LRN alpha/n with k = 1. Loss and accuracy layers are left out of the network and listed in a
+    closing comment.
     """
-    imported = import_file(src, ImportOptions(phase.upper(), parse_shape(input_shape)))
+    imported = import_any(src, ImportOptions(phase.upper(), parse_shape(input_shape), until, params))
     name = output or f"<{Path(src).stem}.net>"
     net = netdsl.loads(imported.spec, name)
     if output:

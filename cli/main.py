@@ -53,14 +53,12 @@ def load_or_exit(spec: str) -> Net:
     return checked(netdsl.load(Path(spec), consts=given_consts()))
 
 
-IMPORTED = (".prototxt", ".pbtxt")  # what `netdsl import` reads besides specs
-
-
 def load_any_or_exit(path: str) -> Net:
     """A spec, or a file `netdsl import` reads (converted on the fly), checked like load_or_exit."""
-    if Path(path).suffix.lower() in IMPORTED:
-        from netdsl.caffe.importer import ImportOptions, import_file
-        return checked(netdsl.loads(import_file(path, ImportOptions()).spec, f"<{Path(path).name} imported>"))
+    if Path(path).suffix.lower() != ".net" and Path(path).is_file():
+        from netdsl.imports import detect, import_file
+        if detect(path) is not None:
+            return checked(netdsl.loads(import_file(path).spec, f"<{Path(path).name} imported>"))
     return load_or_exit(path)
 
 

@@ -9,14 +9,13 @@ network, which is what inference runs.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..diagnostics import Diagnostic, did_you_mean
 from ..errors import CaffeImportError, SpecError, UsageError
-from ..lang import KEYWORDS, Source, Span, read_spec
+from ..imports.base import ImportedNet, ImportOptions, Namer, Stmt, fmt, pair_text, sanitize
+from ..lang import Source, Span, read_spec
 from .prototxt import Field, Message, Word, parse_prototxt
 
 PHASES = ("TRAIN", "TEST")
@@ -46,96 +45,11 @@ DEFAULTS_BLOCK = """defaults {
 }"""
 
 
-@dataclass
-class ImportOptions:
-    phase: str = "TEST"
-    input_shape: tuple[int, ...] | None = None  # replaces the first input's shape
-
-
-@dataclass
-class Stmt:
-    """One line of the generated spec: a layer, or an input declaration (kind 'input')."""
-
-    name: str
-    kind: str
-    positional: list[str] = field(default_factory=list)
-    kwargs: dict[str, str] = field(default_factory=dict)
-    sources: list[str] = field(default_factory=list)
-    comment: str = ""
-    caffe_name: str = ""
-
-    def render(self, previous: str | None) -> str:
-        if self.kind == "input":
-            return f"input {self.name}: {self.positional[0]}"
-        args = self.positional + [f"{k}={v}" for k, v in self.kwargs.items()]
-        text = f"{self.name}: {self.kind}" + (f"({', '.join(args)})" if args else "")
-        if self.sources and self.sources != [previous]:
-            text += " <- " + ", ".join(self.sources)
-        return text
-
-
-@dataclass
-class ImportedNet:
-    """The result: the spec text, and how Caffe's layers map onto its layers (for weights)."""
-
-    spec: str
-    name: str
-    layers: dict[str, str]  # Caffe layer name -> netdsl layer name (layers with weights or outputs)
-    fused_scales: dict[str, str]  # Caffe Scale layer -> the netdsl batchnorm it was folded into
-    left_out: list[str]  # training-only layers, one description each
-    notes: list[str]
-    phase: str
-
-
 class _Skip(Exception):
     """A layer could not be converted; its diagnostic is already recorded."""
 
 
 # ------------------------------------------------------------------------------------ names
-
-def sanitize(raw: str) -> str:
-    """A Caffe name ("conv1/7x7_s2") as a netdsl name ("conv1_7x7_s2")."""
-    name = re.sub(r"[^A-Za-z0-9_]", "_", raw)
-    if not name or name[0].isdigit():
-        name = "_" + name
-    if name in KEYWORDS or name in ("in", "true", "false"):
-        name += "_"
-    return name
-
-
-class Namer:
-    def __init__(self) -> None:
-        self.used: set[str] = set()
-
-    def claim(self, raw: str) -> str:
-        base = sanitize(raw)
-        name, n = base, 2
-        while name in self.used:
-            name, n = f"{base}_{n}", n + 1
-        self.used.add(name)
-        return name
-
-
-# ------------------------------------------------------------------------------- formatting
-
-def fmt(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value)) if value >= 0 else f"-{int(-value)}"
-        text = repr(value)
-        return text if not text.startswith("-") else "-" + text[1:]
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(fmt(v) for v in value) + "]"
-    return str(value)
-
-
-def _pair_text(h: int, w: int) -> str:
-    return fmt(h) if h == w else fmt([h, w])
-
 
 # ---------------------------------------------------------------------------------- importer
 
@@ -507,18 +421,18 @@ def _convolution(imp: Importer, layer: Message, name: str) -> None:
     dilation = _axis_values(imp, p, "dilation", name, 1)
     kwargs: dict[str, str] = {}
     if stride != (1, 1):
-        kwargs["stride"] = _pair_text(*stride)
+        kwargs["stride"] = pair_text(*stride)
     if pad != (0, 0):
-        kwargs["pad"] = _pair_text(*pad)
+        kwargs["pad"] = pair_text(*pad)
     if dilation != (1, 1):
-        kwargs["dilation"] = _pair_text(*dilation)
+        kwargs["dilation"] = pair_text(*dilation)
     if int(p.get("group", 1)) != 1:
         kwargs["groups"] = fmt(int(p.get("group")))
     if not _bool(p.get("bias_term", True)):
         kwargs["bias"] = "false"
     comment: list[str] = []
     _init_kwargs(kwargs, p, "weight_filler", "bias_filler", comment)
-    stmt = imp.emit(layer, name, "conv", [fmt(int(p.get("num_output"))), _pair_text(*kernel)], kwargs)
+    stmt = imp.emit(layer, name, "conv", [fmt(int(p.get("num_output"))), pair_text(*kernel)], kwargs)
     _set_comment(stmt, comment)
 
 
@@ -547,12 +461,12 @@ def _pooling(imp: Importer, layer: Message, name: str) -> None:
         imp._fail("pooling_param has no kernel_size (or kernel_h and kernel_w)", p.span, name)
     stride = _axis_values(imp, p, "stride", name, 1)  # Caffe's default stride is 1, netdsl's the kernel
     pad = _axis_values(imp, p, "pad", name, 0, minimum=0)
-    kwargs = {"stride": _pair_text(*stride)}
+    kwargs = {"stride": pair_text(*stride)}
     if pad != (0, 0):
-        kwargs["pad"] = _pair_text(*pad)
+        kwargs["pad"] = pair_text(*pad)
     if str(p.get("round_mode", "CEIL")) in ("FLOOR", "1"):
         kwargs["round"] = "floor"
-    imp.emit(layer, name, "maxpool" if method == "MAX" else "avgpool", [_pair_text(*kernel)], kwargs)
+    imp.emit(layer, name, "maxpool" if method == "MAX" else "avgpool", [pair_text(*kernel)], kwargs)
 
 
 @converter("LRN")
