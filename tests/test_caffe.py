@@ -443,8 +443,8 @@ def test_input_dim_v1_layers_and_split():
 
 @pytest.mark.parametrize("text, message, where", [
     ('layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
-     'layer {\n  name: "up"\n  type: "Deconvolution"\n  bottom: "data"\n  top: "up"\n}\n',
-     "up: Caffe layer type 'Deconvolution' is not supported by netdsl", ":4:3:"),
+     'layer {\n  name: "up"\n  type: "Normalize"\n  bottom: "data"\n  top: "up"\n}\n',
+     "up: Caffe layer type 'Normalize' is not supported by netdsl", ":4:3:"),
     ('layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
      'layer { name: "p" type: "Pooling" bottom: "data" top: "p"\n  pooling_param { pool: MAX kernal_size: 3 } }\n',
      "p: pooling_param.kernal_size is not supported", ":3:29:"),
@@ -471,7 +471,7 @@ def test_every_problem_is_reported_at_once():
     from netdsl.caffe.importer import CaffeImportError, import_prototxt
     text = """input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
     layer { name: "a" type: "Crop" bottom: "data" top: "a" }
-    layer { name: "b" type: "PReLU" bottom: "data" top: "b" }"""
+    layer { name: "b" type: "Normalize" bottom: "data" top: "b" }"""
     with pytest.raises(CaffeImportError) as err:
         import_prototxt(text)
     assert [d.layer for d in err.value.diagnostics] == ["a", "b"]

@@ -6,6 +6,11 @@ bottom) chain, `include { phase }` selects the layers of one phase (TEST unless 
 input shape comes from `Input`, `input_shape`, `input_dim` or a data layer's `crop_size`.
 netdsl has no loss or accuracy layers: those are listed in a closing comment and left out of the
 network, which is what inference runs.
+
+Errors are collected in one run, one per root cause: a layer that fails marks what it writes as
+failed, and a later layer that reads a failed blob is skipped silently and only counted (otherwise
+one bad pooling layer early in DenseNet-121 gave 545 errors, one per later layer). SSD files
+(PriorBox, DetectionOutput) get one error naming the head and the `--until` that imports the rest.
 """
 from __future__ import annotations
 
@@ -22,6 +27,11 @@ PHASES = ("TRAIN", "TEST")
 DATA_TYPES = {"Data", "ImageData", "WindowData", "HDF5Data", "MemoryData", "DummyData", "Input"}
 METRIC_TYPES = {"Accuracy"}
 DROPPED_TYPES = {"Silence"}
+# SSD's detection head (weiliu89/caffe's ssd branch): anchors, box decoding and non-maximum suppression
+DETECTION_TYPES = {"PriorBox", "DetectionOutput", "DetectionEvaluate"}
+# Layers of SSD's fork that only its head uses: when one fails in a file with a detection head, the head
+# starts there (or at the branch that feeds it: _stem)
+HEAD_TYPES = DETECTION_TYPES | {"Permute", "Normalize"}
 # Caffe's V1 `layers { type: CONVOLUTION }` names, for old files.
 V1_TYPES = {
     "ACCURACY": "Accuracy", "BNLL": "BNLL", "CONCAT": "Concat", "CONVOLUTION": "Convolution", "DATA": "Data",
@@ -49,6 +59,11 @@ class _Skip(Exception):
     """A layer could not be converted; its diagnostic is already recorded."""
 
 
+class _Cascade(_Skip):
+    """A layer reads a blob that a failed layer should have written: skipped without a diagnostic of its own
+    (its root cause is already reported), and counted."""
+
+
 # ------------------------------------------------------------------------------------ names
 
 # ---------------------------------------------------------------------------------- importer
@@ -68,34 +83,175 @@ class Importer:
         self.left_out: list[str] = []
         self.notes: list[str] = []
         self.input_comments: dict[str, str] = {}
+        self.failed: set[str] = set()  # blobs whose writer failed: their readers are skipped silently
+        self.cascaded: list[int] = []  # indices of the layers skipped that way
+        self.failed_layers: list[int] = []  # indices (file order) of layers that failed with an error
+        self.where: list[int] = []  # the layer index of each diagnostic (-1: the file itself)
+        self.index = -1  # the layer being converted
+        self.warnings: list[str] = []
+        self.previous = ""  # the name of the last layer of this phase before the current one
+        self.deconv_pads: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}  # convtranspose -> pads
 
     # ------------------------------------------------------------------------ driver
     def run(self) -> ImportedNet:
         self._net_inputs()
         layers = self.root.messages("layer") or self.root.messages("layers")
+        self.layers = layers
         self.silenced = _silenced(layers)
+        self._links(layers)
+        until = self._until_index(layers)
         if not layers and not self.stmts:
             self._error("this file defines no layers (no `layer { ... }`)", self.root.span,
                         notes=["is it a Caffe net (.prototxt with layer blocks)?"])
-        for layer in layers:
+        detection: list[int] = []  # detection-head layers met
+        for i, layer in enumerate(layers):
+            if until is not None and i > until:
+                self._stopped(layers, until)
+                break
+            self.index = i
+            ltype = _raw_type(layer)
             try:
                 self._layer(layer)
-            except _Skip:
-                pass
-        if not any(s.kind == "input" for s in self.stmts) and not self.diagnostics:
+            except _Skip as skip:
+                self._lost(layer, cascade=isinstance(skip, _Cascade))
+            if self.converted(layer, ltype) and ltype in DETECTION_TYPES:
+                detection.append(i)
+            if self.converted(layer, ltype):
+                self.previous = str(layer.get("name", ""))
+        if detection:
+            self._detection_head(layers, detection)
+        if not any(s.kind == "input" for s in self.stmts) and not any(d.severity == "error"
+                                                                      for d in self.diagnostics):
             self._error("the net has no input: no Input or data layer in phase "
                         f"{self.options.phase}, and no `input:`", self.root.span)
         errors = [d for d in self.diagnostics if d.severity == "error"]
         if errors:
-            raise CaffeImportError(self.source, self.diagnostics)
+            err = CaffeImportError(self.source, self.diagnostics)
+            err.skipped = len(self.cascaded)
+            if self.cascaded:  # one closing line for every layer skipped behind a failure
+                n = len(self.cascaded)
+                later = f"{n} later layer{'s were' if n != 1 else ' was'} not converted because they read " \
+                        "layers that failed"
+                err.outcome = err.outcome.replace(CaffeImportError.consequence, f"; {later}" +
+                                                  CaffeImportError.consequence)
+            raise err
         name = self.root.get("name") or Path(self.source.name).stem
+        notes = [f"warning: {w}" for w in self.warnings] + self.notes
         return ImportedNet(self._render(str(name)), sanitize(str(name)), self.layer_map, self.fused,
-                           self.left_out, self.notes, self.options.phase)
+                           self.left_out, notes, self.options.phase)
+
+    def converted(self, layer: Message, ltype: str) -> bool:
+        """Whether the importer converts this layer at all (in this phase, not a loss, metric or Silence)."""
+        return self._in_phase(layer) and not (ltype in METRIC_TYPES or ltype.endswith("Loss")
+                                              or ltype in DROPPED_TYPES)
+
+    def _lost(self, layer: Message, cascade: bool) -> None:
+        """A layer failed (or was skipped behind a failure): what it writes is failed too."""
+        for top in layer.values("top"):
+            self.failed.add(str(top))
+            self.blobs.pop(str(top), None)
+        if cascade:
+            self.cascaded.append(self.index)
+        else:
+            self.failed_layers.append(self.index)
+
+    def write(self, blob: str, node: str) -> None:
+        """Blob `blob` now holds layer `node`'s output."""
+        self.blobs[blob] = node
+        self.failed.discard(blob)
+
+    def _links(self, layers: list[Message]) -> None:
+        """Who reads what, in file order and in this phase: for each layer, the layer that last wrote each of
+        its bottoms, and the layers that read what it writes (before another layer writes that blob again)."""
+        last: dict[str, int] = {}
+        self.writers: list[dict[str, int]] = [{} for _ in layers]
+        self.readers: list[set[int]] = [set() for _ in layers]
+        for i, layer in enumerate(layers):
+            if not self.converted(layer, _raw_type(layer)):
+                continue
+            for blob in layer.values("bottom"):
+                if str(blob) in last:
+                    self.writers[i][str(blob)] = last[str(blob)]
+                    self.readers[last[str(blob)]].add(i)
+            for blob in layer.values("top"):
+                last[str(blob)] = i
+
+    # ------------------------------------------------------------------ --until and detection heads
+    def _until_index(self, layers: list[Message]) -> int | None:
+        """The index of the layer --until names (in this phase); UsageError when there is none."""
+        until = self.options.until
+        if until is None:
+            return None
+        names = [str(layer.get("name", "")) for layer in layers]
+        found = [i for i, n in enumerate(names) if n == until]
+        if not found:
+            raise UsageError(f"--until '{until}': {Path(self.source.name).name} has no layer of that name"
+                             + "".join(f" ({n})" for n in did_you_mean(until, names)))
+        here = [i for i in found if self.converted(layers[i], _raw_type(layers[i]))]
+        if not here:
+            raise UsageError(f"--until '{until}': that layer is not part of the network in phase "
+                             f"{self.options.phase} (another phase's, or a loss or accuracy layer)")
+        return here[-1]
+
+    def _stopped(self, layers: list[Message], until: int) -> None:
+        rest = [layer for layer in layers[until + 1:] if self.converted(layer, _raw_type(layer))]
+        if not rest:
+            return
+        kinds: dict[str, int] = {}
+        for layer in rest:
+            kinds[_raw_type(layer)] = kinds.get(_raw_type(layer), 0) + 1
+        counted = ", ".join(f"{t} x{n}" if n > 1 else t for t, n in kinds.items())
+        self.notes.append(f"stopped after '{layers[until].get('name')}' (--until): the {len(rest)} layer(s) after "
+                          f"it are not imported ({counted})")
+
+    def _detection_head(self, layers: list[Message], detection: list[int]) -> None:
+        """SSD: one error for the whole head, naming the --until that imports the network before it; the
+        head's own failures (Permute, PriorBox, ...) are that one root cause."""
+        candidates = [i for i in self.failed_layers if _raw_type(layers[i]) in HEAD_TYPES] + detection
+        start = self._stem(min(candidates))
+        before = [i for i in range(start) if self.converted(layers[i], _raw_type(layers[i]))
+                  and _raw_type(layers[i]) not in DATA_TYPES]
+        keep = [(d, w) for d, w in zip(self.diagnostics, self.where) if w < start]
+        self.diagnostics = [d for d, _ in keep]
+        self.where = [w for _, w in keep]
+        first = layers[detection[0]]
+        name, ltype = str(first.get("name")), _raw_type(first)
+        head = layers[start]
+        rest = sum(1 for layer in layers[start:] if self.converted(layer, _raw_type(layer)))
+        types = list(dict.fromkeys(_raw_type(layers[i]) for i in detection))
+        notes = [f"the head starts at '{head.get('name')}'" + (f" (line {head.span.line})" if head.span else "")
+                 + f": its {rest} layers are not imported"]
+        if before:
+            until = str(layers[before[-1]].get("name"))
+            notes.append(f"import the network before the head with: netdsl import {Path(self.source.name).name} "
+                         f"--until '{until}'")
+        self.index = detection[0]
+        self._error(f"{ltype} is part of SSD's detection head ({' and '.join(types)}: anchor boxes, box "
+                    "decoding and non-maximum suppression), which netdsl does not express", first.span_of("type"),
+                    name, notes)
+        self.cascaded = [i for i in self.cascaded if i < start]  # the head's layers are that error's
+
+    def _stem(self, i: int) -> int:
+        """Walk back from layer i over the layers that feed only it (SSD's loc/conf convolution before its
+        Permute): where that branch leaves the shared network."""
+        while len(set(self.writers[i].values())) == 1:
+            j = next(iter(self.writers[i].values()))
+            if self.readers[j] != {i} or _raw_type(self.layers[j]) in DATA_TYPES:
+                break
+            i = j
+        return i
 
     def _error(self, message: str, span: Span | None, layer: str | None = None, notes: list[str] = ()) -> None:
         if layer and not message.startswith(f"{layer}:"):
             message = f"{layer}: {message}"
         self.diagnostics.append(Diagnostic("error", message, span, layer, list(notes), code="caffe-import"))
+        self.where.append(self.index)
+
+    def warn(self, message: str, span: Span | None, layer: str | None = None) -> None:
+        """A warning: shown with the errors if the import fails, kept in the spec's notes when it does not."""
+        self.warnings.append(message)
+        self.diagnostics.append(Diagnostic("warning", message, span, layer, [], code="caffe-import"))
+        self.where.append(self.index)
 
     def _fail(self, message: str, span: Span | None, layer: str, notes: list[str] = ()) -> None:
         self._error(message, span, layer, notes)
@@ -117,9 +273,10 @@ class Importer:
             return
         converter = CONVERTERS.get(ltype)
         if converter is None:
+            known = sorted(set(CONVERTERS) - DETECTION_TYPES)
             self._fail(f"Caffe layer type '{ltype}' is not supported by netdsl", layer.span_of("type"), name,
-                       did_you_mean(ltype, CONVERTERS) + [f"netdsl imports: {', '.join(sorted(CONVERTERS))}"
-                                                          + "; loss and accuracy layers are left out"])
+                       did_you_mean(ltype, known) + [f"netdsl imports: {', '.join(known)}"
+                                                     + "; loss and accuracy layers are left out"])
         converter(self, layer, name)
 
     def _type(self, layer: Message, name: str) -> str:
@@ -160,20 +317,27 @@ class Importer:
 
     # ---------------------------------------------------------------- graph helpers
     def bottoms(self, layer: Message, name: str, count: tuple[int, int | None] = (1, 1)) -> list[str]:
+        """The netdsl layers the bottoms name. A bottom that no layer wrote is an error; one whose writer
+        failed skips this layer silently (_Cascade): that failure is already reported."""
         fields = layer.all("bottom")
         lo, hi = count
         if len(fields) < lo or (hi is not None and len(fields) > hi):
             want = f"{lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
             self._fail(f"needs {want} bottom blob(s), has {len(fields)}", layer.span, name)
-        out = []
+        out, cascade = [], False
         for f in fields:
             blob = str(f.value)
             if blob in self.labels:
                 self._fail(f"reads the labels ('{blob}'); only loss and accuracy layers may", f.span, name)
+            if blob in self.failed:
+                cascade = True
+                continue
             if blob not in self.blobs:
                 self._fail(f"bottom '{blob}' is not written by any layer before it", f.span, name,
                            did_you_mean(blob, self.blobs))
             out.append(self.blobs[blob])
+        if cascade:
+            raise _Cascade()
         return out
 
     def tops(self, layer: Message, name: str, count: int | None = 1) -> list[str]:
@@ -193,7 +357,7 @@ class Importer:
         if node != name:
             stmt.comment = name
         self.add(stmt)
-        self.blobs[top] = node
+        self.write(top, node)
         self.layer_map[name] = node
         return stmt
 
@@ -237,11 +401,12 @@ class Importer:
             return
         first = not any(s.kind == "input" for s in self.stmts)
         if first and self.options.input_shape:
-            comment += f"; shape {_shape_text(shape)} replaced by --input-shape"
+            if tuple(self.options.input_shape) != shape:
+                comment += f"; shape {_shape_text(shape)} replaced by --input-shape"
             shape = tuple(self.options.input_shape)
         node = self.namer.claim(blob)
         self.add(Stmt(node, "input", [_shape_text(shape)], comment=comment if node == blob else f"{blob}: {comment}"))
-        self.blobs[blob] = node
+        self.write(blob, node)
 
     def _sample_shape(self, blob: str, dims: list, span: Span) -> tuple[int, ...] | None:
         """N x C x H x W (or N x K) without the batch axis."""
@@ -276,14 +441,23 @@ class Importer:
                         del s.kwargs[key]
         return hoisted
 
-    def channels_of(self, node: str) -> int | None:
-        """The channels of a layer emitted so far, by checking the spec up to it."""
+    def shape_of(self, node: str) -> tuple[int, ...] | None:
+        """The shape of a layer emitted so far, by checking the spec up to it (for the few layers whose
+        conversion depends on a shape: Slice, Reshape, Crop)."""
         from ..api import loads
         net = loads(self._render("partial"), "<import>")
         if net.graph is None or node not in net.graph:
             return None
         shape = net.graph.node(node).shape
+        return tuple(shape) if shape else None
+
+    def channels_of(self, node: str) -> int | None:
+        """The channels of a layer emitted so far."""
+        shape = self.shape_of(node)
         return shape[0] if shape else None
+
+    def stmt_of(self, node: str) -> Stmt | None:
+        return next((s for s in reversed(self.stmts) if s.name == node), None)
 
     # ------------------------------------------------------------------------ output
     def _render(self, name: str) -> str:
@@ -303,8 +477,9 @@ class Importer:
         width = min(max((len(t) for t, c in body if c), default=0), 60)
         for text, comment in body:
             lines.append(f"{text:<{width}}  # {comment}" if comment else text)
-        if self.notes:
-            lines += ["", "# Notes:"] + [f"#   {n}" for n in self.notes]
+        notes = [f"warning: {w}" for w in self.warnings] + self.notes
+        if notes:
+            lines += ["", "# Notes:"] + [f"#   {n}" for n in notes]
         if self.left_out:
             lines += ["", "# Left out of the network (netdsl has no loss, accuracy or data-pipeline layers;",
                       "# `netdsl train` brings its own loss). For inference they are not needed:"]
@@ -319,6 +494,14 @@ def _silenced(layers: list[Message]) -> set[str]:
         target = silenced if str(layer.get("type")) in ("Silence", "SILENCE") else read
         target.update(str(b) for b in layer.values("bottom"))
     return silenced - read
+
+
+def _raw_type(layer: Message) -> str:
+    """The layer's type as the converters name it (V1 names mapped), or "" when it has none."""
+    ltype = layer.get("type")
+    if ltype is None:
+        return ""
+    return V1_TYPES.get(str(ltype), str(ltype)) if layer.key == "layers" else str(ltype)
 
 
 def _phase_name(value) -> str:
@@ -403,8 +586,10 @@ def _set_comment(stmt: Stmt, extra: list[str]) -> None:
 FILLER_KEYS = {"weight_filler", "bias_filler"}
 
 
-@converter("Convolution")
+@converter("Convolution", "Deconvolution")
 def _convolution(imp: Importer, layer: Message, name: str) -> None:
+    """Convolution -> conv; Deconvolution (Caffe's transposed convolution: the same convolution_param, output
+    (in - 1) * stride + dilation * (kernel - 1) + 1 - 2 * pad, weights in x out/groups x kh x kw) -> convtranspose."""
     p = imp.params(layer, "convolution_param", name, {
         "num_output", "bias_term", "pad", "kernel_size", "stride", "dilation", "pad_h", "pad_w", "kernel_h",
         "kernel_w", "stride_h", "stride_w", "group", "engine", "axis", "force_nd_im2col", *FILLER_KEYS})
@@ -432,21 +617,19 @@ def _convolution(imp: Importer, layer: Message, name: str) -> None:
         kwargs["bias"] = "false"
     comment: list[str] = []
     _init_kwargs(kwargs, p, "weight_filler", "bias_filler", comment)
-    stmt = imp.emit(layer, name, "conv", [fmt(int(p.get("num_output"))), pair_text(*kernel)], kwargs)
+    transposed = imp._type(layer, name) == "Deconvolution"
+    stmt = imp.emit(layer, name, "convtranspose" if transposed else "conv",
+                    [fmt(int(p.get("num_output"))), pair_text(*kernel)], kwargs)
+    if transposed:  # a Crop right after it folds into these pads
+        imp.deconv_pads[stmt.name] = ((pad[0], pad[0]), (pad[1], pad[1]))
     _set_comment(stmt, comment)
-
-
-@converter("Deconvolution")
-def _deconvolution(imp: Importer, layer: Message, name: str) -> None:
-    imp._fail("Caffe layer type 'Deconvolution' is not supported by netdsl", layer.span_of("type"), name,
-              ["netdsl has no transposed convolution yet"])
 
 
 @converter("Pooling")
 def _pooling(imp: Importer, layer: Message, name: str) -> None:
     p = imp.params(layer, "pooling_param", name, {
         "pool", "pad", "pad_h", "pad_w", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h",
-        "stride_w", "engine", "global_pooling", "round_mode"})
+        "stride_w", "engine", "global_pooling", "round_mode", "ceil_mode"})
     method = str(p.get("pool", "MAX"))
     method = {"0": "MAX", "1": "AVE", "2": "STOCHASTIC"}.get(method, method)
     if method not in ("MAX", "AVE"):
@@ -464,7 +647,16 @@ def _pooling(imp: Importer, layer: Message, name: str) -> None:
     kwargs = {"stride": pair_text(*stride)}
     if pad != (0, 0):
         kwargs["pad"] = pair_text(*pad)
-    if str(p.get("round_mode", "CEIL")) in ("FLOOR", "1"):
+    # BVLC's round_mode (CEIL or FLOOR, 2018), or `ceil_mode: false` of the Caffe forks that had it first
+    # (BVLC/caffe pull request 3057: DenseNet, ResNeXt and ResNet-18 files of the model zoo use it)
+    floor = str(p.get("round_mode", "CEIL")) in ("FLOOR", "1")
+    if p.has("ceil_mode"):
+        ceil_floor = not _bool(p.get("ceil_mode"))
+        if p.has("round_mode") and ceil_floor != floor:
+            imp._fail(f"round_mode {p.get('round_mode')} and ceil_mode {p.get('ceil_mode')} disagree",
+                      p.span_of("ceil_mode"), name)
+        floor = ceil_floor
+    if floor:
         kwargs["round"] = "floor"
     imp.emit(layer, name, "maxpool" if method == "MAX" else "avgpool", [pair_text(*kernel)], kwargs)
 
@@ -529,6 +721,52 @@ converter("Sigmoid")(_plain("sigmoid", "sigmoid_param"))
 converter("TanH")(_plain("tanh", "tanh_param"))
 
 
+@converter("PReLU")
+def _prelu(imp: Importer, layer: Message, name: str) -> None:
+    """A learned negative slope per channel (one for all with channel_shared); the filler is its start."""
+    p = imp.params(layer, "prelu_param", name, {"filler", "channel_shared"})
+    kwargs: dict[str, str] = {}
+    if _bool(p.get("channel_shared", False)):
+        kwargs["shared"] = "true"
+    filler, comment = p.message("filler"), []
+    if filler is not None:  # Caffe's default is constant 0.25, as netdsl's
+        init = _filler(filler)
+        if init is not None and init != "0.25":
+            kwargs["init"] = init
+        elif init is None:
+            comment.append(f"filler {filler.get('type')} has no netdsl initialiser; 0.25 used")
+    stmt = imp.emit(layer, name, "prelu", [], kwargs)
+    _set_comment(stmt, comment)
+
+
+@converter("ELU")
+def _elu(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "elu_param", name, {"alpha"})
+    alpha = float(p.get("alpha", 1.0))
+    imp.emit(layer, name, "elu", [], {"alpha": fmt(alpha)} if alpha != 1.0 else {})
+
+
+@converter("Clip")
+def _clip(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "clip_param", name, {"min", "max"})
+    low, high = p.get("min"), p.get("max")
+    if low is None or high is None:
+        imp._fail("clip_param needs min and max", p.span, name)
+    if (float(low), float(high)) != (0.0, 6.0):
+        imp._fail(f"Clip to [{fmt(float(low))}, {fmt(float(high))}]: netdsl clips only as relu6 (0 to 6)",
+                  p.span, name)
+    imp.emit(layer, name, "relu6")
+
+
+@converter("Swish")
+def _swish(imp: Importer, layer: Message, name: str) -> None:
+    p = imp.params(layer, "swish_param", name, {"beta"})
+    beta = float(p.get("beta", 1.0))
+    if beta != 1.0:
+        imp._fail(f"Swish with beta {fmt(beta)}: netdsl's silu is x * sigmoid(x) (beta 1)", p.span_of("beta"), name)
+    imp.emit(layer, name, "silu")
+
+
 @converter("Softmax")
 def _softmax(imp: Importer, layer: Message, name: str) -> None:
     p = imp.params(layer, "softmax_param", name, {"axis", "engine"})
@@ -555,6 +793,153 @@ def _flatten(imp: Importer, layer: Message, name: str) -> None:
     imp.emit(layer, name, "flatten")
 
 
+@converter("Reshape")
+def _reshape(imp: Importer, layer: Message, name: str) -> None:
+    """Caffe's Reshape computed on the input's shape: a flatten (N x C*H*W, `dim: 0 dim: -1`, or
+    `dim: 0 dim: 0` on a 1x1 map) becomes `flatten`, one that changes nothing disappears; netdsl's layers work
+    on C x H x W maps and vectors, so any other reshape is an error."""
+    p = imp.params(layer, "reshape_param", name, {"shape", "axis", "num_axes"})
+    source = imp.bottoms(layer, name)[0]
+    shape = p.message("shape")
+    dims = [int(d) for d in shape.values("dim")] if shape is not None else []
+    before = imp.shape_of(source)
+    if before is None:
+        imp._fail("the importer could not tell the input's shape", layer.span, name)
+    bottom = [1, *before]  # the batch axis first, as Caffe counts axes
+    axis, num_axes = int(p.get("axis", 0)), int(p.get("num_axes", -1))
+    start = axis if axis >= 0 else len(bottom) + axis + 1
+    end = len(bottom) if num_axes == -1 else start + num_axes
+    if not 0 <= start <= end <= len(bottom):
+        imp._fail(f"axis {axis} and num_axes {num_axes} do not fit a {len(bottom)}-axis input", p.span, name)
+    top, infer = [], None
+    for i, d in enumerate(dims):
+        if d == 0:
+            if start + i >= len(bottom):
+                imp._fail(f"dim {i} copies axis {start + i}, which the input does not have", shape.span, name)
+            top.append(bottom[start + i])
+        elif d == -1:
+            if infer is not None:
+                imp._fail("more than one dim is -1", shape.span, name)
+            infer = len(top)
+            top.append(1)
+        elif d < -1:
+            imp._fail(f"dim {d}: dims are sizes, 0 (copy) or -1 (infer)", shape.span, name)
+        else:
+            top.append(d)
+    new = bottom[:start] + top + bottom[end:]
+    count, known = _prod(bottom), _prod(new)
+    if infer is not None:
+        if known == 0 or count % known:
+            imp._fail(f"cannot infer dim {infer}: {count} values are not a multiple of {known}", shape.span, name)
+        new[start + infer] = count // known
+    elif known != count:
+        imp._fail(f"reshaping {_shape_text(tuple(bottom))} ({count} values) to {_shape_text(tuple(new))} "
+                  f"({known} values)", shape.span if shape is not None else p.span, name)
+    target = _shape_text(tuple(new))
+    if new[0] != 1 or (start == 0 and dims and dims[0] not in (0, 1)):
+        imp._fail(f"the reshape to {target} moves values across the batch axis", shape.span, name)
+    out = tuple(new[1:])
+    if out == tuple(before):
+        imp.write(imp.tops(layer, name)[0], source)  # nothing changes
+        return
+    if len(out) == 1:
+        imp.emit(layer, name, "flatten", sources=[source])
+        return
+    imp._fail(f"Reshape from {_shape_text(tuple(before))} to {_shape_text(out)} (per sample): netdsl's shapes are "
+              "C x H x W maps and vectors, and a reshape imports only as a flatten (dim: 0 dim: -1) or when it "
+              "changes nothing", layer.span_of("type"), name)
+
+
+@converter("Permute")
+def _permute(imp: Importer, layer: Message, name: str) -> None:
+    """SSD's Permute (weiliu89/caffe): the identity imports as nothing; any other order moves the channels
+    off axis 1, which netdsl's layers do not do."""
+    p = imp.params(layer, "permute_param", name, {"order"})
+    order = [int(o) for o in p.values("order")]
+    full = order + [a for a in range(4) if a not in order]
+    source = imp.bottoms(layer, name)[0]
+    if sorted(full) != [0, 1, 2, 3]:
+        imp._fail(f"permute_param order {fmt(order)} is not an order of the 4 axes", p.span_of("order"), name)
+    if full == [0, 1, 2, 3]:
+        imp.write(imp.tops(layer, name)[0], source)
+        return
+    what = "puts the channels last (N x H x W x C)" if full == [0, 2, 3, 1] else f"reorders the axes to {fmt(full)}"
+    notes = ["in an SSD file this is where the detection head starts: import the network before it with "
+             f"--until '{imp.previous}'"] if imp.previous else []
+    imp._fail(f"Permute {what}: netdsl's layers keep the channels on axis 1 (C x H x W) and it has no axis "
+              "permutation", p.span_of("order") or layer.span_of("type"), name, notes)
+
+
+@converter("Crop")
+def _crop(imp: Importer, layer: Message, name: str) -> None:
+    """Caffe's Crop: the first bottom cut to the second's size from `axis` on (2: height and width), at
+    `offset`. netdsl has no crop layer, but a transposed convolution's `pad` crops its output: a Crop right
+    after a Deconvolution (FCN's upsampling) is folded into its padding, exactly. Any other Crop is an error."""
+    p = imp.params(layer, "crop_param", name, {"axis", "offset"})
+    source, reference = imp.bottoms(layer, name, (2, 2))
+    a, b = imp.shape_of(source), imp.shape_of(reference)
+    if a is None or b is None or len(a) != 3 or len(b) != 3:
+        imp._fail("Crop needs two C x H x W inputs" + (f" (they are {_shape_text(a)} and {_shape_text(b)})"
+                                                      if a and b else ""), layer.span, name)
+    axis = int(p.get("axis", 2))
+    axis = axis + 4 if axis < 0 else axis
+    if not 1 <= axis <= 3:
+        imp._fail(f"Crop from axis {p.get('axis')}: only the channel, height and width axes (1 to 3) can be "
+                  "cropped", p.span_of("axis"), name)
+    offsets = [int(o) for o in p.values("offset")]
+    count = 4 - axis
+    if len(offsets) not in (0, 1, count):
+        imp._fail(f"{len(offsets)} offsets for {count} cropped axes (give one, or one per axis)",
+                  p.span_of("offset"), name)
+    offsets = [offsets[0]] * count if len(offsets) == 1 else offsets or [0] * count
+    full = [0] * (axis - 1) + offsets  # per C, H, W
+    sizes = [a[i] if i < axis - 1 else b[i] for i in range(3)]
+    for i, what in enumerate(("channels", "rows", "columns")):
+        if full[i] + sizes[i] > a[i]:
+            imp._fail(f"offset {full[i]} + {sizes[i]} {what} of '{reference}' is past the {a[i]} {what} of "
+                      f"'{source}'", p.span_of("offset") or p.span, name)
+    top = imp.tops(layer, name)[0]
+    if tuple(sizes) == tuple(a):  # nothing to cut (offsets are then 0)
+        imp.write(top, source)
+        return
+    if sizes[0] != a[0]:
+        imp._fail(f"Crop of the channels ({a[0]} to {sizes[0]}) together with the map is not supported",
+                  p.span, name)
+    stmt = imp.stmt_of(source)
+    i = imp.index
+    writer = imp.writers[i].get(str(layer.all("bottom")[0].value))
+    others = [imp.layers[j] for j in imp.readers[writer] if j != i] if writer is not None else []
+    if stmt is None or stmt.name not in imp.deconv_pads or others:
+        why = (f"'{source}' is a {stmt.kind if stmt else 'layer'}, not a transposed convolution" if
+               stmt is None or stmt.name not in imp.deconv_pads else
+               f"the transposed convolution's full output is also read by '{others[0].get('name')}'")
+        imp._fail(f"Crop of '{source}' ({_shape_text(a)}) to the size of '{reference}' ({_shape_text(b)}) at "
+                  f"offset {fmt(offsets)}: netdsl has no crop layer", layer.span_of("type"), name,
+                  [f"a Crop right after a Deconvolution folds into its padding; here {why}"])
+    (ht, hb), (wt, wb) = imp.deconv_pads[stmt.name]
+    pads = ((ht + full[1], hb + a[1] - full[1] - sizes[1]), (wt + full[2], wb + a[2] - full[2] - sizes[2]))
+    imp.deconv_pads[stmt.name] = pads
+    stmt.kwargs["pad"] = _pads_text(pads)
+    stmt.comment = "; ".join(c for c in (stmt.comment, f"with Caffe Crop '{name}' (offset {fmt(offsets)} to "
+                                                        f"'{reference}') folded into its pad") if c)
+    imp.write(top, stmt.name)
+    imp.layer_map[name] = stmt.name
+
+
+def _pads_text(pads: tuple[tuple[int, int], tuple[int, int]]) -> str:
+    def one(before: int, after: int) -> str:
+        return fmt(before) if before == after else f"({before}, {after})"
+    h, w = one(*pads[0]), one(*pads[1])
+    return h if h == w else f"[{h}, {w}]"
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
 @converter("Power")
 def _power(imp: Importer, layer: Message, name: str) -> None:
     p = imp.params(layer, "power_param", name, {"power", "scale", "shift"})
@@ -573,7 +958,7 @@ def _concat(imp: Importer, layer: Message, name: str) -> None:
         imp._fail("concatenation along an axis other than channels (axis 1) is not supported", p.span, name)
     sources = imp.bottoms(layer, name, (1, None))
     if len(sources) == 1:  # a one-input Concat copies its input
-        imp.blobs[imp.tops(layer, name)[0]] = sources[0]
+        imp.write(imp.tops(layer, name)[0], sources[0])
         return
     imp.emit(layer, name, "concat", sources=sources)
 
@@ -602,7 +987,7 @@ def _eltwise(imp: Importer, layer: Message, name: str) -> None:
 def _split(imp: Importer, layer: Message, name: str) -> None:
     source = imp.bottoms(layer, name)[0]
     for top in imp.tops(layer, name, None):
-        imp.blobs[top] = source
+        imp.write(top, source)
 
 
 @converter("Slice")
@@ -635,7 +1020,7 @@ def _slice(imp: Importer, layer: Message, name: str) -> None:
         stmt = Stmt(node, "slice", [fmt(bounds[i]), fmt(end)], sources=[source], caffe_name=name,
                     comment=f"top '{top}' of Slice '{name}'")
         imp.add(stmt)
-        imp.blobs[top] = node
+        imp.write(top, node)
 
 
 @converter("BatchNorm")
@@ -666,7 +1051,7 @@ def _scale(imp: Importer, layer: Message, name: str) -> None:
     if bias and target is not None and target.name in imp.unfused_bn and imp.consumed.get(target.name, 0) == 0:
         target.kwargs.pop("affine")  # netdsl's batchnorm is affine by default
         imp.unfused_bn.discard(target.name)
-        imp.blobs[imp.tops(layer, name)[0]] = target.name
+        imp.write(imp.tops(layer, name)[0], target.name)
         imp.fused[name] = target.name
         target.comment = "; ".join(c for c in (target.comment, f"with Caffe Scale '{name}' folded in") if c)
         return
@@ -698,8 +1083,16 @@ def _data(imp: Importer, layer: Message, name: str) -> None:
     if not tops:
         imp._fail("a data layer without a top", layer.span, name)
     shape, how = _data_shape(imp, layer, name, ltype)
-    if shape is None and imp.options.input_shape and not any(s.kind == "input" for s in imp.stmts):
+    first = not any(s.kind == "input" for s in imp.stmts)
+    if shape is None and imp.options.input_shape and first:
         shape, how = tuple(imp.options.input_shape), "from --input-shape"
+    elif shape is not None and "guessed" in how and not (imp.options.input_shape and first):
+        key = next(k for k in KNOWN_DATASETS if k in how)
+        imp.warn(f"input shape {_shape_text(shape)} guessed from the name of the data source {_data_source(layer)}: "
+                 f"it contains '{key}', and Caffe's {key.upper()} example images are {_shape_text(KNOWN_DATASETS[key])}"
+                 "; the prototxt does not say the image size. If the database holds another size, give it with "
+                 "--input-shape CxHxW", layer.span_of("type"), name)
+        how += "; a guess, see the warning in the notes"
     if shape is None:
         source = _data_source(layer)
         imp._fail(f"{ltype} layer reads its images from {source or 'a database'} and the prototxt does not "
@@ -709,6 +1102,40 @@ def _data(imp: Importer, layer: Message, name: str) -> None:
     for label in tops[1:]:
         imp.labels.add(label)
     imp.notes.extend(_preprocessing(layer, name))
+
+
+@converter("Python")
+def _python(imp: Importer, layer: Message, name: str) -> None:
+    """A layer written in Python (python_param: module and class). netdsl cannot see what it computes; a
+    data layer's (no bottoms) images take --input-shape."""
+    p = imp.params(layer, "python_param", name, {"module", "layer", "param_str", "share_in_parallel"})
+    what = ".".join(str(p.get(k)) for k in ("module", "layer") if p.get(k)) or "a Python class"
+    if layer.has("bottom"):
+        imp.bottoms(layer, name, (1, None))  # a failed input is the root cause, not this layer
+        notes = [f"stop before it with --until '{imp.previous}'"] if imp.previous else []
+        imp._fail(f"Python layer {what} runs Python code, which netdsl cannot read", layer.span_of("type"), name,
+                  notes)
+    tops = imp.tops(layer, name, None)
+    if not tops:
+        imp._fail("a Python layer without bottoms or tops", layer.span, name)
+    first = not any(s.kind == "input" for s in imp.stmts)
+    if not (imp.options.input_shape and first):
+        imp._fail(f"Python data layer {what} makes its data in Python code, and the prototxt does not say its "
+                  "size", layer.span_of("type"), name,
+                  ["give it on the command line: --input-shape CxHxW (for example 3x500x500)" if first else
+                   "--input-shape gives the shape of the first input only, and this is not the first"])
+    shape = tuple(imp.options.input_shape)
+    imp.add_input(tops[0], [1, *shape], layer.span, f"Python data layer '{name}' ({what}): --input-shape "
+                  f"{_shape_text(shape)}")
+    for label in tops[1:]:
+        imp.labels.add(label)
+
+
+@converter(*sorted(DETECTION_TYPES))
+def _detection(imp: Importer, layer: Message, name: str) -> None:
+    """SSD's head; the run gathers every detection layer into one error (Importer._detection_head)."""
+    imp._fail(f"{imp._type(layer, name)} is part of SSD's detection head, which netdsl does not express",
+              layer.span_of("type"), name)
 
 
 def _data_source(layer: Message) -> str | None:
@@ -740,19 +1167,20 @@ def _data_shape(imp: Importer, layer: Message, name: str, ltype: str) -> tuple[t
     known = next(((key, shape) for key, shape in KNOWN_DATASETS.items() if key in source), None)
     gray = _bool(transform.get("force_gray", False)) or not _bool(params.get("is_color", True))
     channels = 1 if gray else known[1][0] if known else 3
+    example = f"from the source name ('{known[0]}', Caffe's {known[0].upper()} example)" if known else ""
     if crop:
         why = f"crop_size {crop}"
         if not known and not gray:
             why += ", 3 channels (colour images, Caffe's default)"
-        elif known:
-            why += f", channels of Caffe's {known[0]} example"
+        elif known and channels != 3:
+            why += f", {channels} channel(s) guessed {example}"
         return (channels, crop, crop), why
     height, width = int(params.get("new_height", 0)), int(params.get("new_width", 0))
     if ltype == "ImageData" and height and width:
         return (channels, height, width), f"new_height x new_width, {channels} channel(s)"
     if known:
         shape = known[1] if not gray else (1, *known[1][1:])
-        return shape, f"size of Caffe's {known[0]} example data (the prototxt does not give it)"
+        return shape, f"size guessed {example} (the prototxt does not give it)"
     return None, ""
 
 

@@ -184,7 +184,10 @@ def _tensors(layer: CaffeLayer, node) -> dict[str, Any]:
         if len(blobs) > 1:
             out["bias"] = blobs[1].reshape(-1)
         return out
-    if layer.type in ("Convolution", "InnerProduct") and kind in ("conv", "fc"):
+    if layer.type == "PReLU" and kind == "prelu":  # one slope per channel, or one for all (channel_shared)
+        return {"weight": blobs[0].reshape(-1)}
+    if (layer.type, kind) in (("Convolution", "conv"), ("InnerProduct", "fc"), ("Deconvolution", "convtranspose")):
+        # a Deconvolution's weight is in x out/groups x kh x kw in Caffe, as in nn.ConvTranspose2d
         weight = blobs[0]
         if layer.transpose:
             weight = weight.reshape(weight.shape[-2], weight.shape[-1]).T
@@ -219,6 +222,10 @@ def expected_shapes(net) -> dict[str, tuple[int, ...]]:
         p, ins = node.params, node.meta.get("in_shapes") or [()]
         if node.kind == "conv":
             out[f"{node.name}.weight"] = (p["out"], ins[0][0] // groups(node), *p["kernel"])
+        elif node.kind == "convtranspose":
+            out[f"{node.name}.weight"] = (ins[0][0], p["out"] // groups(node), *p["kernel"])
+        elif node.kind == "prelu":
+            out[f"{node.name}.weight"] = (1 if p["shared"] else ins[0][0],)
         elif node.kind == "fc":
             out[f"{node.name}.weight"] = (p["out"], numel(ins[0]) // groups(node))
         elif node.kind == "batchnorm":
@@ -230,7 +237,7 @@ def expected_shapes(net) -> dict[str, tuple[int, ...]]:
             out[f"{node.name}.weight"] = (ins[0][0],)
             if p["bias"]:
                 out[f"{node.name}.bias"] = (ins[0][0],)
-        if node.kind in ("conv", "fc") and p["bias"]:
+        if node.kind in ("conv", "fc", "convtranspose") and p["bias"]:
             out[f"{node.name}.bias"] = (p["out"],)
     return out
 
