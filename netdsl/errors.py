@@ -10,6 +10,9 @@
     ├── DiagnosticsError (1)    problems at file:line:col of a source, each a Diagnostic
     │   ├── NetdslError         a spec with errors asked to do what only a correct spec can
     │   ├── CaffeImportError    a prototxt that cannot be imported
+    │   ├── OnnxImportError     an ONNX model that cannot be read, or nodes netdsl cannot express
+    │   ├── CudaConvnetImportError  a cuda-convnet layer file that cannot be imported
+    │   ├── DarknetImportError  a Darknet cfg that cannot be imported
     │   └── CaffeExportError    a net that uses what Caffe cannot express
     ├── CaffeWeightsError (1)   a .caffemodel that does not fit the net
     ├── IRError (1)             an IR that breaks its invariants (Graph.lint): a bug, or a bad IR file
@@ -96,6 +99,29 @@ class CaffeImportError(DiagnosticsError):
     consequence = "; nothing written"
 
 
+class OnnxImportError(DiagnosticsError):
+    """The ONNX model cannot be read, or holds nodes netdsl cannot express: every such node, named with
+    its op type (a binary file has no lines: the diagnostics carry no span)."""
+
+    consequence = "; nothing written"
+
+
+class CudaConvnetImportError(DiagnosticsError):
+    """The cuda-convnet layer file cannot be imported; every problem found, each with file:line:col.
+    `skipped` counts the later layers not converted because they read one that failed."""
+
+    consequence = "; nothing written"
+    skipped = 0
+
+
+class DarknetImportError(DiagnosticsError):
+    """The Darknet cfg cannot be imported; every problem found, each with file:line:col. `skipped` counts
+    the later layers not converted because they read one that failed."""
+
+    consequence = "; nothing written"
+    skipped = 0
+
+
 class CaffeExportError(DiagnosticsError):
     """The net uses something Caffe cannot express; every such layer, with file:line:col."""
 
@@ -166,6 +192,7 @@ def render_diagnostics(diagnostics: list["Diagnostic"], source: "Source | None",
 
 
 __all__ = ["Error", "UsageError", "ConfigError", "DataError", "DeviceError", "LoweringError", "CheckpointError",
-           "DiagnosticsError", "NetdslError", "CaffeImportError", "CaffeExportError",
+           "DiagnosticsError", "NetdslError", "CaffeImportError", "OnnxImportError", "CudaConvnetImportError",
+           "DarknetImportError", "CaffeExportError",
            "CaffeWeightsError", "IRError", "DrawError", "DotNotFound", "SpecError", "BadImage", "render_diagnostics",
            "MAX_SHOWN"]
