@@ -47,10 +47,45 @@ def detect(path: str | Path) -> str | None:
     return None
 
 
+# ModelProto's fields and their protobuf wire types (0 varint, 2 length-delimited)
+_ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
+
+
 def _is_onnx(head: bytes) -> bool:
-    """An ONNX ModelProto: protobuf whose first field is ir_version (field 1, varint: byte 0x08), with
-    the producer or opset strings protobuf keeps as plain text."""
-    return head[:1] == b"\x08" and (b"onnx" in head[:SNIFF].lower() or b"pytorch" in head[:SNIFF])
+    """An ONNX ModelProto: protobuf that starts with ir_version (field 1, varint: byte 0x08) and whose
+    top-level fields, as far as the head goes, are all ModelProto's with their wire types, a graph or
+    an opset among them. (Producer names are no guide: files written with onnx.helper have none.)
+    Other binary protobufs starting with 0x08, such as Caffe's mean.binaryproto, break the pattern."""
+    if head[:1] != b"\x08":
+        return False
+    pos, seen = 0, set()
+    while pos < len(head):
+        tag, pos = _varint(head, pos)
+        if tag is None:
+            break
+        field, wire = tag >> 3, tag & 7
+        if _ONNX_FIELDS.get(field) != wire:
+            return False
+        value, pos = _varint(head, pos)
+        if value is None:
+            break
+        if field == 1 and not 1 <= value <= 100:  # ir_version: 3 to 11 so far
+            return False
+        seen.add(field)
+        if wire == 2:
+            pos += value
+    return 1 in seen and bool(seen & {7, 8})
+
+
+def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
+    value, shift = 0, 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
+    return None, pos
 
 
 def import_file(path: str | Path, options: ImportOptions | None = None) -> ImportedNet:
@@ -58,6 +93,8 @@ def import_file(path: str | Path, options: ImportOptions | None = None) -> Impor
     fmt = detect(path)
     if fmt is None and Path(path).suffix.lower() in (".prototxt", ".pbtxt"):
         fmt = "prototxt"  # named so but unrecognised (empty, damaged): Caffe's importer says what is wrong
+    elif fmt is None and Path(path).suffix.lower() == ".onnx":
+        fmt = "onnx"  # the same for ONNX: its importer says the file does not parse
     if fmt is None:
         hint = _what_else(path)
         raise UsageError(f"{path}: not a format netdsl imports{hint}; it reads: "
