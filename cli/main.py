@@ -149,6 +149,7 @@ LAZY_COMMANDS = {
     "eval": "netdsl.cli.train:eval_cmd",
     "predict": "netdsl.cli.train:predict",
     "plot": "netdsl.cli.train:plot",
+    "prepare": "netdsl.cli.prepare:prepare",
     "export": "netdsl.cli.export:export",
 }
 

@@ -16,6 +16,7 @@
     │   └── CaffeExportError    a net that uses what Caffe cannot express
     ├── CaffeWeightsError (1)   a .caffemodel that does not fit the net
     ├── IRError (1)             an IR that breaks its invariants (Graph.lint): a bug, or a bad IR file
+    ├── Interrupted (128 + N)   stopped by signal N; what was committed stays (netdsl prepare)
     └── DrawError (1)           no diagram; DotNotFound says how to install Graphviz
 
 Two more never reach a user: SpecError carries one problem out of a pass, which turns it into a
@@ -39,6 +40,16 @@ class Error(Exception):
 
     exit_code = 2
     outcome: str | None = None
+
+
+class Interrupted(Error):
+    """Stopped by signal `signum` after `done` of `total` items; what was committed stays, and the same
+    command continues it (netdsl prepare)."""
+
+    def __init__(self, signum: int, done: int, total: int):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum, self.done, self.total = signum, done, total
+        self.exit_code = 128 + signum
 
 
 class UsageError(Error):
@@ -194,5 +205,5 @@ def render_diagnostics(diagnostics: list["Diagnostic"], source: "Source | None",
 __all__ = ["Error", "UsageError", "ConfigError", "DataError", "DeviceError", "LoweringError", "CheckpointError",
            "DiagnosticsError", "NetdslError", "CaffeImportError", "OnnxImportError", "CudaConvnetImportError",
            "DarknetImportError", "CaffeExportError",
-           "CaffeWeightsError", "IRError", "DrawError", "DotNotFound", "SpecError", "BadImage", "render_diagnostics",
+           "CaffeWeightsError", "IRError", "Interrupted", "DrawError", "DotNotFound", "SpecError", "BadImage", "render_diagnostics",
            "MAX_SHOWN"]

@@ -103,6 +103,8 @@ def _missing_splits_message(root: Path, missing: list[str]) -> str:
     names = " and ".join(f"'{m}/'" for m in missing)
     msg = (f"--data {root}: no {names} folder; expected {root}/train/<class>/<image> and "
            f"{root}/val/<class>/<image> (ImageNet's layout)")
+    if (root / "ILSVRC2012_img_train.tar").is_file():
+        msg += f"\n  {root} holds ImageNet's tars: `netdsl prepare --data {root} --out DIR` reads them as they are"
     subdirs = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if subdirs and len(missing) == 2:
         msg += f"\n  {root} holds {len(subdirs)} folder(s) ({', '.join(sorted(subdirs)[:3])}, ...): " \
@@ -511,10 +513,14 @@ def open_digits(channels: int) -> DataSet:
 
 
 def open_data(data: str | os.PathLike | None, channels: int) -> DataSet:
-    """`data` is a folder in ImageNet's layout, or None for the bundled digits."""
+    """`data` is a folder in ImageNet's layout, a store `netdsl prepare` made (store.py), or None for
+    the bundled digits."""
     if channels not in (1, 3):
         raise UsageError(f"the spec's input has {channels} channels; images can feed 1 (gray) or 3 (RGB)")
-    return open_digits(channels) if data is None else open_folder(data, channels)
+    if data is None:
+        return open_digits(channels)
+    from .store import open_store, store_state
+    return open_store(data, channels) if store_state(data) else open_folder(data, channels)
 
 
 # ----------------------------------------------------------------------------- the net's ends
