@@ -69,6 +69,9 @@ def _summary(src: str, output: str | None, imported: ImportedNet, net: netdsl.Ne
     where = f" -> {output}" if output else ""
     click.echo(f"{src}{where}: {len(net.graph)} layers, {report.total_params:,} parameters, "
                f"{report.total_macs:,} MACs; output {outs}", err=True)
+    for note in imported.notes:
+        if note.startswith("warning:"):  # e.g. an input shape guessed from a data layer's source name
+            click.echo(note, err=True)
     if imported.left_out:
         click.echo(f"left out (phase {imported.phase}; training, loss and accuracy layers): "
                    + ", ".join(d.split(" (")[0] for d in imported.left_out), err=True)
@@ -77,7 +80,8 @@ def _summary(src: str, output: str | None, imported: ImportedNet, net: netdsl.Ne
 @click.command("import-weights")
 @click.argument("caffemodel", type=click.Path(dir_okay=False))
 @click.option("--spec", type=click.Path(dir_okay=False),
-              help="The netdsl spec the weights are for (default: the net stored in the caffemodel).")
+              help="The netdsl spec the weights are for (default: the net stored in the caffemodel, or "
+                   "the ONNX model imported).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Where to write the PyTorch state dict (default: CAFFEMODEL with .pt).")
 @click.option("--write-spec", type=click.Path(dir_okay=False),
@@ -85,29 +89,48 @@ def _summary(src: str, output: str | None, imported: ImportedNet, net: netdsl.Ne
 @click.option("--input-shape", metavar="CxHxW", help="Without --spec: as for `netdsl import`.")
 def import_weights_cmd(caffemodel: str, spec: str | None, output: str | None, write_spec: str | None,
                        input_shape: str | None) -> None:
-    """Load Caffe-trained weights (.caffemodel) into the lowered PyTorch module and save its state dict.
+    """Load trained weights into the lowered PyTorch module and save its state dict: a Caffe
+    .caffemodel, or an ONNX model's initializers (the format is recognised from the content).
 
-    Layers match by name, Caffe names spelled as `netdsl import` spells them; a BatchNorm's Scale fills
-    the batchnorm's weight and bias. The result loads with
+    Layers match by name, as `netdsl import` spells them; a Caffe BatchNorm's Scale fills the
+    batchnorm's weight and bias. The result loads with
     `model.load_state_dict(torch.load(FILE, weights_only=True))` and wherever netdsl takes --weights.
     """
-    from netdsl.caffe.weights import load_caffemodel, read_caffemodel, spec_from_caffemodel
+    from netdsl.imports import detect
 
-    message = read_caffemodel(caffemodel)
-    if spec:
-        net = load_or_exit(spec)
-    else:
-        imported = spec_from_caffemodel(message, ImportOptions("TEST", parse_shape(input_shape)), caffemodel)
+    def imported_net(imported: ImportedNet) -> netdsl.Net:  # without --spec: the net the file describes
         net = netdsl.loads(imported.spec, write_spec or f"<net in {Path(caffemodel).name}>")
         if write_spec:
             write_file(write_spec, imported.spec)
         if not net.ok:
             raise NetdslError(net)
-    try:
-        module = load_caffemodel(net, message, name=caffemodel)
-    except CaffeWeightsError as err:
-        err.outcome = f"{caffemodel}: the weights do not fit {net.source.name}; nothing written"
-        raise
+        return net
+
+    options = ImportOptions("TEST", parse_shape(input_shape))
+    if Path(caffemodel).is_file() and detect(caffemodel) == "onnx":
+        from netdsl.errors import CheckpointError
+        from netdsl.imports.onnx import load_into, read_weights
+
+        imported, weights = read_weights(caffemodel, options)
+        net = load_or_exit(spec) if spec else imported_net(imported)
+        try:
+            module = load_into(net, weights, caffemodel)
+        except CheckpointError as err:
+            err.outcome = f"{caffemodel}: the weights do not fit {net.source.name}; nothing written"
+            raise
+    else:
+        from netdsl.caffe.weights import load_caffemodel, read_caffemodel, spec_from_caffemodel
+
+        message = read_caffemodel(caffemodel)
+        if spec:
+            net = load_or_exit(spec)
+        else:
+            net = imported_net(spec_from_caffemodel(message, options, caffemodel))
+        try:
+            module = load_caffemodel(net, message, name=caffemodel)
+        except CaffeWeightsError as err:
+            err.outcome = f"{caffemodel}: the weights do not fit {net.source.name}; nothing written"
+            raise
     import torch
     out = Path(output) if output else Path(caffemodel).with_suffix(".pt")
     state = module.state_dict()
