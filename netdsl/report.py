@@ -54,6 +54,18 @@ class Report:
         return cls(graph, rows, sum(n.meta["param_count"] for n in rows), sum(n.meta["macs"] for n in rows),
                    sum(n.meta["activation_bytes"] for n in rows), towers if graph.towers else {}, cross)
 
+    def devices(self) -> list[TowerTotals]:
+        """Totals per device when the split runs one tower per device: tower i on device i, and the layers
+        outside the split on tower 0's device (where lowering puts them). Empty without exactly one split."""
+        if len(self.graph.towers) != 1:
+            return []
+        count = next(iter(self.graph.towers.values())).count
+        out = [TowerTotals(**vars(self.towers.get(f"tower {i}", TowerTotals()))) for i in range(count)]
+        outside = self.towers.get("outside towers", TowerTotals())
+        out[0] = TowerTotals(out[0].params + outside.params, out[0].macs + outside.macs,
+                             out[0].activation_bytes + outside.activation_bytes)
+        return out
+
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +75,8 @@ class Report:
             "layers": [_layer_dict(n) for n in self.rows],
             "towers": {k: {"params": t.params, "macs": t.macs, "activation_bytes": t.activation_bytes}
                        for k, t in self.towers.items()},
+            "devices": [{"params": t.params, "macs": t.macs, "activation_bytes": t.activation_bytes}
+                        for t in self.devices()],
             "cross_tower_bytes": {n.name: b for n, b in self.cross},
             "total_cross_tower_bytes": self.total_cross_bytes,
             "notes": {"macs": "multiply-adds of conv and fc per image, bias excluded",
@@ -95,6 +109,12 @@ class Report:
             lines.append(f"  {'':<{width}}  {'params':>12}  {'MACs':>13}  {'memory':>10}")
             for key, t in self.towers.items():
                 lines.append(f"  {key:<{width}}  {t.params:>12,}  {t.macs:>13,}  {_bytes(t.activation_bytes):>10}")
+            outside = self.towers.get("outside towers")
+            if outside and outside.params and len(g.towers) == 1:  # e.g. a classifier after the split
+                lines.append("  per device (the layers outside the split run on tower 0's):")
+                for i, t in enumerate(self.devices()):
+                    lines.append(f"  {f'device {i}':<{width}}  {t.params:>12,}  {t.macs:>13,}  "
+                                 f"{_bytes(t.activation_bytes):>10}")
             lines += ["", "bytes crossing between towers per image (fp32)"]
             for n, b in self.cross:
                 what = "reads every tower" if n.meta.get("reads_all_towers") else "gathers the towers"

@@ -652,3 +652,17 @@ def test_two_gpu_forward_is_the_per_gpu_computation():
                         "fc_2": np.concatenate([fca, fcb]), "fc": want}.items():
         np.testing.assert_allclose(seen[name][0].numpy().reshape(value.shape), value, rtol=1e-10, atol=1e-10,
                                    err_msg=name)
+
+
+def test_the_2gpu_model_puts_32_5m_parameters_on_gpu_0_and_28_4m_on_gpu_1(tmp_path):
+    """fc1000 has gpu=0: it runs after the split, on tower 0's device, as netdsl lowers it."""
+    import json
+    from click.testing import CliRunner
+    from cli.main import main
+    out = tmp_path / "net.net"
+    src = Path(__file__).parent / "fixtures" / "cuda-convnet" / "cuda-convnet2" / "layers-imagenet-2gpu-model.cfg"
+    assert CliRunner().invoke(main, ["import", str(src), "-o", str(out)]).exit_code == 0
+    result = CliRunner().invoke(main, ["check", "--json", str(out)])
+    devices = json.loads(result.output)["devices"]
+    assert [d["params"] for d in devices] == [32_531_112, 28_434_112]
+    assert "device 0          32,531,112" in CliRunner().invoke(main, ["check", str(out)]).output
