@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
+from ..diagnostics import Diagnostic
 from ..lang import KEYWORDS
 
 
@@ -97,3 +99,42 @@ def fmt(value) -> str:
 
 def pair_text(h: int, w: int) -> str:
     return fmt(h) if h == w else fmt([h, w])
+
+
+# ------------------------------------------------------------------ one error per cause
+
+Subject = Callable[[Diagnostic], "tuple[str, str] | None"]  # a diagnostic -> (its layer, what it says of it)
+
+
+def one_per_cause(diagnostics: list[Diagnostic], subject: Subject) -> list[Diagnostic]:
+    """The same refusal in several layers (every `local` layer of a cuda-convnet file, every
+    `activation=ramp` of a Darknet cfg) is one error, at the first, with a note naming the others."""
+    first: dict[tuple, Diagnostic] = {}
+    others: dict[tuple, list[str]] = {}
+    out = []
+    for d in diagnostics:
+        found = subject(d)
+        key = (d.severity, d.code, found[1] if found else d.message)
+        if d.severity == "error" and found and key in first:
+            others[key].append(found[0] + (f" (line {d.span.line})" if d.span else ""))
+            continue
+        first[key], others[key] = d, []
+        out.append(d)
+    for key, names in others.items():
+        if names:
+            first[key].notes.append(f"the same in {', '.join(names)}")
+    return out
+
+
+def import_failure(error: type, source, diagnostics: list[Diagnostic], skipped: list[str], subject: Subject):
+    """The importer's error (a DiagnosticsError subclass), its closing line counting the later layers not
+    converted behind a failure: they read what failed and have no diagnostic of their own."""
+    err = error(source, one_per_cause(diagnostics, subject))
+    err.skipped = len(skipped)
+    if skipped:
+        k = len(skipped)
+        names = ", ".join(list(skipped)[:6]) + (", ..." if k > 6 else "")
+        later = (f"; {k} later layer{'s were' if k != 1 else ' was'} not converted because "
+                 f"{'they' if k != 1 else 'it'} read layers that failed ({names})")
+        err.outcome = err.outcome.replace(error.consequence, later + error.consequence)
+    return err

@@ -38,46 +38,18 @@ from pathlib import Path
 from ..diagnostics import Diagnostic, did_you_mean
 from ..errors import CudaConvnetImportError, SpecError, UsageError
 from ..lang import Source, Span, read_spec
-from .base import ImportedNet, ImportOptions, Namer, Stmt, fmt, sanitize
+from .base import ImportedNet, ImportOptions, Namer, Stmt, fmt, import_failure, sanitize
 
 
 class _Skip(Exception):
     """A layer could not be converted; its diagnostic is already recorded."""
 
 
-def _failed(source: Source, diagnostics: list[Diagnostic], skipped: list[str] = ()) -> CudaConvnetImportError:
-    """The error, its closing line counting the later layers not converted behind a failure (one cause,
-    one error: they have no diagnostic of their own)."""
-    err = CudaConvnetImportError(source, _one_per_cause(diagnostics))
-    err.skipped = len(skipped)
-    if skipped:
-        k = len(skipped)
-        names = ", ".join(list(skipped)[:6]) + (", ..." if k > 6 else "")
-        later = (f"; {k} later layer{'s were' if k != 1 else ' was'} not converted because "
-                 f"{'they' if k != 1 else 'it'} read layers that failed ({names})")
-        consequence = CudaConvnetImportError.consequence
-        err.outcome = err.outcome.replace(consequence, later + consequence)
-    return err
-
-
-def _one_per_cause(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
-    """The same refusal in several layers (every `local` layer of a file) is one error, at the first, with a
-    note naming the others: one cause, one error."""
-    first: dict[tuple, Diagnostic] = {}
-    others: dict[tuple, list[str]] = {}
-    out = []
-    for d in diagnostics:
-        body = d.message[len(d.layer) + 2:] if d.layer and d.message.startswith(f"{d.layer}: ") else d.message
-        key = (d.severity, d.code, body)
-        if d.severity == "error" and d.layer and key in first:
-            others[key].append(f"{d.layer} (line {d.span.line})" if d.span else d.layer)
-            continue
-        first[key], others[key] = d, []
-        out.append(d)
-    for key, names in others.items():
-        if names:
-            first[key].notes.append(f"the same in {', '.join(names)}")
-    return out
+def _subject(d: Diagnostic) -> tuple[str, str] | None:
+    """cuda-convnet diagnostics name their layer before the message."""
+    if d.layer and d.message.startswith(f"{d.layer}: "):
+        return d.layer, d.message[len(d.layer) + 2:]
+    return (d.layer, d.message) if d.layer else None
 
 
 # ------------------------------------------------------------------------------------ INI
@@ -305,7 +277,7 @@ class Importer:
             for warning in self.warnings:  # a guessed size, said with the errors too
                 self.diagnostics.append(Diagnostic("warning", warning.removeprefix("warning: "), None,
                                                    code="cuda-convnet-import"))
-            raise _failed(self.source, self.diagnostics, self.skipped)
+            raise import_failure(CudaConvnetImportError, self.source, self.diagnostics, self.skipped, _subject)
         units = Placement(self).place()
         spec = Writer(self, units).render()
         self._verify(spec, units)

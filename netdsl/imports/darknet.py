@@ -35,46 +35,17 @@ from pathlib import Path
 from ..diagnostics import Diagnostic, did_you_mean
 from ..errors import DarknetImportError, SpecError, UsageError
 from ..lang import Source, Span, read_spec
-from .base import ImportedNet, ImportOptions, Namer, Stmt, fmt, sanitize
+from .base import ImportedNet, ImportOptions, Namer, Stmt, fmt, import_failure, sanitize
 
 
 class _Skip(Exception):
     """A layer could not be converted; its diagnostic is already recorded."""
 
 
-def _failed(source: Source, diagnostics: list[Diagnostic], skipped: list[str] = ()) -> DarknetImportError:
-    """The error, its closing line counting the later layers not converted behind a failure (one cause,
-    one error: they have no diagnostic of their own)."""
-    err = DarknetImportError(source, _one_per_cause(diagnostics))
-    err.skipped = len(skipped)
-    if skipped:
-        k = len(skipped)
-        names = ", ".join(list(skipped)[:6]) + (", ..." if k > 6 else "")
-        later = (f"; {k} later layer{'s were' if k != 1 else ' was'} not converted because "
-                 f"{'they' if k != 1 else 'it'} read layers that failed ({names})")
-        err.outcome = err.outcome.replace(DarknetImportError.consequence, later + DarknetImportError.consequence)
-    return err
-
-
-def _one_per_cause(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
-    """The same refusal in several layers (every `activation=ramp` of a cfg) is one error, at the first,
-    with a note naming the others: one cause, one error."""
-    first: dict[tuple, Diagnostic] = {}
-    others: dict[tuple, list[str]] = {}
-    out = []
-    for d in diagnostics:
-        match = re.match(r"layer (\d+)(?: \[[^\]]+\])?: ", d.message)
-        body = d.message[match.end():] if match else d.message
-        key = (d.severity, d.code, body)
-        if d.severity == "error" and match and key in first:
-            others[key].append(f"layer {match.group(1)}" + (f" (line {d.span.line})" if d.span else ""))
-            continue
-        first[key], others[key] = d, []
-        out.append(d)
-    for key, names in others.items():
-        if names:
-            first[key].notes.append(f"the same in {', '.join(names)}")
-    return out
+def _subject(d: Diagnostic) -> tuple[str, str] | None:
+    """Darknet diagnostics start with the layer's number: `layer 12 [convolutional]: ...`."""
+    match = re.match(r"layer (\d+)(?: \[[^\]]+\])?: ", d.message)
+    return (f"layer {match.group(1)}", d.message[match.end():]) if match else None
 
 
 # ------------------------------------------------------------------------------------ cfg
@@ -235,7 +206,7 @@ class Importer:
                 self._unused(index, section)
         if any(d.severity == "error" for d in self.diagnostics):
             self.diagnostics.sort(key=lambda d: d.span.line if d.span else 0)
-            raise _failed(self.source, self.diagnostics, self.skipped)
+            raise import_failure(DarknetImportError, self.source, self.diagnostics, self.skipped, _subject)
         spec = self._render()
         self._verify(spec)
         if any(d.severity == "error" for d in self.diagnostics):
