@@ -96,3 +96,12 @@ def test_train_with_d_records_it_and_resume_restores_it(cli, tmp_path):
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
     other = cli("train", "--resume", out, "--epochs", 3, "-D", "classes=4")
     assert other.exit_code == 2 and "trained with -D classes=3" in other.output
+    # eval and predict take the run's -D from its checkpoint; a different one is refused
+    evaluated = cli("eval", spec, "--weights", out / "best.pt", "--data", data, "--crops", "centre")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "using -D classes=3 from" in evaluated.output and "centre crop" in evaluated.output
+    image = next((data / "val" / "class0").iterdir())
+    predicted = cli("predict", spec, "--weights", out / "best.pt", image, "--top", 3)
+    assert predicted.exit_code == 0 and len(predicted.output.strip().splitlines()) >= 4, predicted.output
+    refused = cli("eval", spec, "-D", "classes=4", "--weights", out / "best.pt", "--data", data)
+    assert refused.exit_code == 2 and "was trained with -D classes=3, not -D classes=4" in refused.output

@@ -1,6 +1,8 @@
 """Evaluation (centre crop and the paper's 10 crops) and prediction with trained weights."""
 from __future__ import annotations
 
+import sys
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -69,6 +71,7 @@ class Trained:
 def load_trained(net: Net, weights: str | Path, device: str = "auto",
                  overrides: dict[str, Any] | None = None) -> Trained:
     state = checkpoint.load(weights)
+    net = _with_trained_consts(net, state.get("consts") or {}, weights)
     if "config" in state:
         config = resolve_resume(state["config"], [("the command line", overrides or {})]).config
     else:
@@ -81,6 +84,24 @@ def load_trained(net: Net, weights: str | Path, device: str = "auto",
     stats = stats_from_dict(state["stats"]) if "stats" in state else None
     return Trained(model, config, state.get("classes"), stats, devices[0],
                    getattr(model, "output_device", None) or devices[0], size, channels)
+
+
+def _with_trained_consts(net: Net, saved: dict[str, str], weights: str | Path) -> Net:
+    """The net as trained: a checkpoint of a run trained with -D NAME=VALUE brings them along (given
+    again they must agree), so `netdsl eval SPEC --weights RUN/best.pt` needs no -D of its own."""
+    if saved == net.consts:
+        return net
+    given = " ".join(f"-D {k}={v}" for k, v in net.consts.items())
+    trained = " ".join(f"-D {k}={v}" for k, v in saved.items()) or "no -D"
+    if net.consts:
+        raise UsageError(f"{weights} was trained with {trained}, not {given}; leave -D out to use the run's")
+    from ..api import loads
+    again = loads(net.source.text, net.source.name, consts=saved)
+    if not again.ok:
+        raise UsageError(f"{net.source.name} no longer checks with the {trained} of {weights}:\n"
+                         + again.render_diagnostics())
+    print(f"using {trained} from {weights}", file=sys.stderr)
+    return again
 
 
 def run_eval(net: Net, weights: str | Path, data: str | None, *, crops: Sequence[int] = (1, 10),
