@@ -3,7 +3,9 @@
 Both read the same folder of ImageNet-sized JPEGs (about 500x375, about 100 KB) with the same
 number of worker processes and batch size, in one run. Rounds alternate between the pipelines;
 each measurement starts fresh workers (so no pipeline prefetches while another is measured),
-skips the first batches (start-up) and times the next ones. netdsl's workers hand over uint8
+skips the batches the workers have prefetched by the time the first one arrives (workers x
+prefetch_factor, twice over), then times at least ten times that many: steady state, not the buffer
+(an earlier version timed 8 batches after 2 and, with 15 workers x prefetch 4, timed the buffer). netdsl's workers hand over uint8
 batches that the training device converts and normalises (free on a GPU); the rows "+ ... on
 this CPU" also count that work, done in the main process here, as in CPU training.
 
@@ -67,6 +69,9 @@ def baseline_loader(root: Path, batch: int, workers: int) -> torch.utils.data.Da
     return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers)
 
 
+PREFETCH = 4  # the larger prefetch_factor of the two: netdsl's loader (training/loading.py); the baseline's is 2
+
+
 def measure(loader, take: int, skip: int, finish) -> float:
     """Images per second over `take` batches after `skip` start-up batches, with fresh workers."""
     it = iter(loader)
@@ -86,7 +91,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1200)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--batches", type=int, default=12, help="measured batches per round")
+    ap.add_argument("--batches", type=int, default=0,
+                    help="measured batches per round (default and minimum: 10 x workers x prefetch_factor)")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
 
@@ -116,13 +122,19 @@ def main() -> None:
         ("netdsl, paper recipe: uint8 batches", "paper", lambda b: b.images),
         ("netdsl, paper recipe + lighting, mean on this CPU", "paper", lambda b: paper_pre(b.images, noise)),
     ]
+    prefetched = max(args.workers, 1) * PREFETCH  # batches buffered before the first one is taken
+    take, skip = max(args.batches, 10 * prefetched), 2 * prefetched
+    print(f"each measurement: {skip} batches skipped (the prefetch buffer, twice), {take} timed")
+    if (skip + take) * args.batch > len(files):
+        sys.exit(f"--images {len(files)}: a measurement reads {(skip + take) * args.batch} images in one epoch; "
+                 f"give --images {(skip + take) * args.batch} or more (or a smaller --batch)")
     results: dict[str, list[float]] = {name: [] for name, _, _ in pipelines}
     for r in range(args.rounds):
         for name, key, finish in pipelines:
             loader, sampler = loaders[key]
             if sampler is not None:
                 sampler.set_epoch(r)
-            results[name].append(measure(loader, args.batches, 2, finish))
+            results[name].append(measure(loader, take, skip, finish))
         print(f"round {r + 1}: " + ", ".join(f"{v[-1]:.0f}" for v in results.values()), flush=True)
 
     base = statistics.median(results[pipelines[0][0]])
