@@ -69,8 +69,7 @@ class Window:
         """Input rows at the end that no window reads (floor rounding drops them)."""
         if self.rounding == "ceil":
             return 0
-        last_end = (self.out() - 1) * self.stride + self.span  # in padded coordinates
-        return max(0, self.size + self.before - last_end)
+        return max(0, self.size + self.before - self.extent())  # the extent is in padded coordinates
 
     def lost(self) -> int:
         """Input rows at the end that no window reads but a further window would (the coverage warning),
@@ -95,10 +94,18 @@ class Window:
             first = min(first, i * self.stride + tap)
         return end - first
 
+    def extent(self) -> int:
+        """The padded length the windows read: (out - 1) * stride + span."""
+        return (self.out() - 1) * self.stride + self.span
+
     def overhang(self) -> int:
         """How far the last window reaches past the padded input (ceil rounding)."""
-        last_end = (self.out() - 1) * self.stride + self.span
-        return max(0, last_end - self.padded)
+        return max(0, self.extent() - self.padded)
+
+    def floor_pads(self) -> tuple[int, int]:
+        """(before, after) padding with which floor rounding yields out() windows: the lowering's
+        explicit padding of a conv (asymmetric, or a ceil window's overhang)."""
+        return self.before, self.after + self.overhang()
 
     def fixes(self, target: int) -> list[str]:
         """Ways to get `target` outputs with the input covered exactly."""

@@ -27,7 +27,7 @@ Builder = Callable[[Node], nn.Module]
 def build_conv(node: Node) -> nn.Module:
     p, in_shape = node.params, node.meta["in_shapes"][0]
     windows: tuple[Window, Window] = node.meta["windows"]
-    (top, bottom), (left, right) = (_axis_pads(w) for w in windows)
+    (top, bottom), (left, right) = (w.floor_pads() for w in windows)
     common = dict(in_channels=in_shape[0], out_channels=p["out"], kernel_size=tuple(p["kernel"]),
                   stride=tuple(p["stride"]), dilation=tuple(p["dilation"]), groups=groups(node), bias=p["bias"])
     if top == bottom and left == right:
@@ -36,11 +36,6 @@ def build_conv(node: Node) -> nn.Module:
         module = PaddedConv2d(padding=0, pads=(left, right, top, bottom), **common)
     init_weights(module, node)
     return module
-
-
-def _axis_pads(w: Window) -> tuple[int, int]:
-    """(before, after) padding for a floor-rounding op that yields w.out() windows."""
-    return w.before, w.after + w.overhang()
 
 
 def build_fc(node: Node) -> nn.Module:
@@ -69,7 +64,7 @@ def _windowed_pool(mode: str) -> Builder:
 
 def _caffe_pool(mode: str, windows: tuple[Window, Window], include_pad: bool) -> nn.Module:
     """Pad (or crop) to exactly the extent the checker's windows span, so floor pooling gives its count."""
-    extent = [(w.out() - 1) * w.stride + w.span for w in windows]  # padded length the windows need
+    extent = [w.extent() for w in windows]  # padded length the windows need
     pads = (windows[1].before, extent[1] - windows[1].size - windows[1].before,
             windows[0].before, extent[0] - windows[0].size - windows[0].before)
     declared = (windows[1].before, windows[1].after, windows[0].before, windows[0].after)

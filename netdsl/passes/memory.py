@@ -111,13 +111,15 @@ def _padded_numel(node: Node) -> int:
     if not windows:
         return 0
     c = node.meta["in_shapes"][0][0]
-    pads = [(w.before, w.after + w.overhang()) for w in windows]
-    if node.kind == "conv" and all(b == a for b, a in pads):
-        return 0
-    if node.kind in ("maxpool", "avgpool") and native_pool(windows) is not None:
-        return 0
-    extent = [(w.out() - 1) * w.stride + w.span for w in windows] if node.kind != "conv" else \
-        [w.size + b + a for w, (b, a) in zip(windows, pads)]
+    if node.kind == "conv":  # as lowering/builders.build_conv decides
+        pads = [w.floor_pads() for w in windows]
+        if all(b == a for b, a in pads):
+            return 0
+        extent = [w.size + b + a for w, (b, a) in zip(windows, pads)]
+    else:  # as builders._caffe_pool pads
+        if native_pool(windows) is not None:
+            return 0
+        extent = [w.extent() for w in windows]
     return c * extent[0] * extent[1]
 
 
@@ -261,16 +263,19 @@ def training_memory(graph: Graph, batch: int, dtype: str = "fp32", optimizer: st
     # backward, last layer first: a saved tensor lives until its first saver (in forward order) is done
     alive = activations + copies
     grads, peak = 0, weights + state + x + alive
+    freed = [0] * len(nodes)  # bytes whose last use in backward is layer i (the first to save them)
+    for k, (i, _) in first_saver.items():
+        freed[i] += size[k]
     for i in range(len(nodes) - 1, -1, -1):
         n = nodes[i]
         out_grad = numel(n.shape) * batch * BYTES[_half(ctx.dtypes[n.name])]
         in_grad = sum(numel(graph.node(s).shape) for s in n.inputs) * batch * BYTES[_half(ctx.act())]
         grads += 4 * n.meta.get("param_count", 0)
         peak = max(peak, weights + state + x + alive + grads + out_grad + in_grad)
-        alive -= sum(size[k] for k, (j, _) in first_saver.items() if j == i)
+        alive -= freed[i]
     peak = max(peak, weights + state + grads)  # the optimizer step
     per_layer: dict[str, int] = {}
-    for k, (i, s) in first_saver.items():
+    for k, (i, _) in first_saver.items():
         if k[0] != "weights":
             per_layer[nodes[i].name] = per_layer.get(nodes[i].name, 0) + size[k]
     largest = sorted(per_layer.items(), key=lambda kv: -kv[1])[:5]
