@@ -173,8 +173,8 @@ def _fold_instances(graph: Graph, diagnostics: list[Diagnostic]) -> list[Diagnos
             more = also[id(d)]
             if more:
                 names = [m.instances[-1] for m in more]
-                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-                d.notes.append(f"the same in {shown}")
+                listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                d.notes.append(f"the same in {listed}")
     return out
 
 

@@ -41,6 +41,7 @@ class Diff:
     a: Report
     b: Report
     changes: list[LayerChange]
+    pairs: list[tuple[Node | None, Node | None]]  # every layer of a and b, matched (match's order)
     totals: list[tuple[str, int | str, int | str]]
 
     @property
@@ -105,19 +106,18 @@ def diff(a: Graph, b: Graph) -> Diff:
         ("MACs", ra.total_macs, rb.total_macs),
         ("activations", ra.total_activation_bytes, rb.total_activation_bytes),
     ]
-    return Diff(ra, rb, changes, totals)
+    return Diff(ra, rb, changes, pairs, totals)
 
 
 def merged(a: Graph, b: Graph) -> tuple[Graph, dict[str, str]]:
     """b's graph with a's removed layers put back where they were, and each changed, added or removed
     layer's mark: what `netdsl draw B --diff A`-style pictures colour. A removed layer keeps a's shapes;
     it reads b's names for the layers it read that b still has."""
-    pairs = match(a, b)
     d = diff(a, b)
     marks = {(c.b or c.a).name: c.status for c in d.changes}
-    b_for = {x.name: y.name for x, y in pairs if x and y}
+    b_for = {x.name: y.name for x, y in d.pairs if x and y}
     nodes = []
-    for x, y in pairs:
+    for x, y in d.pairs:
         if y is not None:
             nodes.append(y)
         else:

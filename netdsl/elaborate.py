@@ -18,8 +18,8 @@ from .errors import MAX_SHOWN, ConfigError, SpecError
 from .ir import BlockInstance, Graph, Node, Towers, repeat_suffix
 from .lang.ast import (AliasStmt, Arg, Attr, BlockDef, ConstDecl, DefaultsBlock, IfStmt, InputDecl, LayerStmt, Lit,
                        Module, NetDecl, RepeatStmt, ShapeExpr, Stmt, TowersBlock, TrainBlock)
-from .lang.source import Span
-from .lang.parser import KEYWORDS
+from .lang.source import Source, Span
+from .lang.parser import KEYWORDS, parse
 from .lang.values import FAILED, FuncValue, Word, contains_failed, describe, evaluate
 from .layers.schema import IntType
 
@@ -54,18 +54,17 @@ class Scope:
         return Scope(**base)
 
     def resolve(self, name: str) -> str | None:
-        scope: Scope | None = self
-        while scope is not None:
-            if name in scope.names:
-                return scope.names[name]
-            scope = scope.parent
-        return None
+        return self._find("names", name)
 
     def skipped_at(self, name: str) -> Span | None:
+        return self._find("skipped", name)
+
+    def _find(self, table: str, name: str):
+        """`name` in this scope's `table` (names, skipped), else in the enclosing scopes'."""
         scope: Scope | None = self
         while scope is not None:
-            if name in scope.skipped:
-                return scope.skipped[name]
+            if name in getattr(scope, table):
+                return getattr(scope, table)[name]
             scope = scope.parent
         return None
 
@@ -179,8 +178,6 @@ class Elaborator:
 
     def _override(self, stmt: ConstDecl, value: Any, scope: Scope) -> Any:
         """The value `-D NAME=TEXT` gives a top-level constant, of the type the spec's own value has."""
-        from .lang.parser import parse
-        from .lang.source import Source
         self._overridden.add(stmt.name)
         text = self.consts[stmt.name]
         given = f"-D {stmt.name}={text}"

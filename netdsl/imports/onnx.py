@@ -827,27 +827,40 @@ def _conv(imp: OnnxImporter, node) -> None:
     dilations = imp.two(a, "dilations", 1, "convolution")
     t, bo, l, r = imp.window(node, a, shape[2:], kernel, strides, dilations)
     t, bo, l, r = t + extra[0], bo + extra[1], l + extra[2], r + extra[3]
-    groups = int(a.get("group", 1))
-    kwargs: dict[str, str] = {}
-    if strides != (1, 1):
-        kwargs["stride"] = pair_text(*strides)
-    if (t, bo, l, r) != (0, 0, 0, 0):
-        kwargs["pad"] = _pads_text(t, bo, l, r)
-    if dilations != (1, 1):
-        kwargs["dilation"] = pair_text(*dilations)
-    if groups != 1:
-        kwargs["groups"] = fmt(groups)
-    weights = {"weight": w}
-    # a bias the exporter computed (not a stored weight) that is all zeros is no bias
-    if b is None or (node.input[2] in imp.computed and not np.any(b)):
-        kwargs["bias"] = "false"
-    else:
-        weights["bias"] = np.broadcast_to(b, (w.shape[0],))
+    kwargs = _window_kwargs(strides, (t, bo, l, r), dilations, int(a.get("group", 1)))
+    weights = _conv_weights(imp, node, w, b, int(w.shape[0]), kwargs)
     stmt = imp.emit(node, "conv", [fmt(int(w.shape[0])), pair_text(*kernel)], kwargs, [layer], weights=weights)
     imp.put_std(node, stmt)
     _absorbed_pad(imp, v, stmt)
     if "bias" in kwargs:
         imp.pending_bias[node.output[0]] = stmt
+
+
+def _window_kwargs(strides, pads, dilations, groups: int, out_pad=(0, 0)) -> dict[str, str]:
+    """A conv's or transposed conv's arguments beyond out and kernel, only where not the default."""
+    kwargs: dict[str, str] = {}
+    if strides != (1, 1):
+        kwargs["stride"] = pair_text(*strides)
+    if pads != (0, 0, 0, 0):
+        kwargs["pad"] = _pads_text(*pads)
+    if out_pad != (0, 0):
+        kwargs["output_pad"] = pair_text(*out_pad)
+    if dilations != (1, 1):
+        kwargs["dilation"] = pair_text(*dilations)
+    if groups != 1:
+        kwargs["groups"] = fmt(groups)
+    return kwargs
+
+
+def _conv_weights(imp: OnnxImporter, node, w, b, out: int, kwargs: dict[str, str]) -> dict:
+    """The layer's weights; `bias=false` in kwargs when it has none. A bias the exporter computed (not a
+    stored weight) that is all zeros is no bias."""
+    weights = {"weight": w}
+    if b is None or (node.input[2] in imp.computed and not np.any(b)):
+        kwargs["bias"] = "false"
+    else:
+        weights["bias"] = np.broadcast_to(b, (out,))
+    return weights
 
 
 @handles("ConvTranspose")
@@ -879,22 +892,8 @@ def _conv_transpose(imp: OnnxImporter, node) -> None:
         (t, bo), (l, r) = pads
     else:
         t, bo, l, r = imp.window(node, a, size, kernel, strides, dilations)
-    kwargs: dict[str, str] = {}
-    if strides != (1, 1):
-        kwargs["stride"] = pair_text(*strides)
-    if (t, bo, l, r) != (0, 0, 0, 0):
-        kwargs["pad"] = _pads_text(t, bo, l, r)
-    if out_pad != (0, 0):
-        kwargs["output_pad"] = pair_text(*out_pad)
-    if dilations != (1, 1):
-        kwargs["dilation"] = pair_text(*dilations)
-    if groups != 1:
-        kwargs["groups"] = fmt(groups)
-    weights = {"weight": w}
-    if b is None or (node.input[2] in imp.computed and not np.any(b)):
-        kwargs["bias"] = "false"
-    else:
-        weights["bias"] = np.broadcast_to(b, (out,))
+    kwargs = _window_kwargs(strides, (t, bo, l, r), dilations, groups, out_pad)
+    weights = _conv_weights(imp, node, w, b, out, kwargs)
     stmt = imp.emit(node, "convtranspose", [fmt(out), pair_text(*kernel)], kwargs, [layer], weights=weights)
     imp.put_std(node, stmt)
     if "bias" in kwargs:

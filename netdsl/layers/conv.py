@@ -43,6 +43,15 @@ def _label(node):
     return text + (f", groups {g}" if g > 1 else "")
 
 
+# What conv and convtranspose share after their window: the filters' dilation, groups, bias and initialisers.
+_FILTER_PARAMS = [
+    Param("dilation", PairType(), [1, 1]),
+    Param("groups", IntType(), 1),
+    Param("bias", BoolType(), True),
+    Param("weight_init", InitType(), {"fn": "default"}),
+    Param("bias_init", InitType(), {"fn": "default"}),
+]
+
 register(LayerKind(
     name="conv",
     doc="2-D convolution. `out` counts channels over all towers; `round=ceil` lets the last window "
@@ -51,11 +60,7 @@ register(LayerKind(
         Param("out", IntType(), REQUIRED, "output channels"),
         Param("kernel", PairType(), REQUIRED, "window size"),
         *window_params("floor", [1, 1]),
-        Param("dilation", PairType(), [1, 1]),
-        Param("groups", IntType(), 1),
-        Param("bias", BoolType(), True),
-        Param("weight_init", InitType(), {"fn": "default"}),
-        Param("bias_init", InitType(), {"fn": "default"}),
+        *_FILTER_PARAMS,
     ], positional=("out", "kernel")),
     infer=_infer, cost=_cost, receptive_field=rf_window, label=_label,
     explain=explain_windows, splits_channels=True, aliases=("convolution",),
@@ -193,11 +198,7 @@ register(LayerKind(
         Param("stride", PairType(), [1, 1], "output step between input positions"),
         Param("pad", PaddingType(), [[0, 0], [0, 0]], "p, (before, after) or [h, w]: cropped from the output"),
         Param("output_pad", PairType(minimum=0), [0, 0], "rows/columns added at the bottom/right"),
-        Param("dilation", PairType(), [1, 1]),
-        Param("groups", IntType(), 1),
-        Param("bias", BoolType(), True),
-        Param("weight_init", InitType(), {"fn": "default"}),
-        Param("bias_init", InitType(), {"fn": "default"}),
+        *_FILTER_PARAMS,
     ], positional=("out", "kernel")),
     infer=_transposed_infer, cost=_transposed_cost, receptive_field=_transposed_rf, label=_transposed_label,
     explain=_transposed_explain, splits_channels=True, aliases=("deconvolution",),
