@@ -326,7 +326,7 @@ def test_decoding_calls_nothing_deprecated_and_torchcodec_is_what_decodes(tmp_pa
     from netdsl.training.images import decode_bytes, jpeg_decoder
     pytest.importorskip("torchcodec", reason="TorchCodec is a dependency; this checks the installed one loads")
     decode, _ = jpeg_decoder()
-    assert decode.__module__.startswith("torchcodec"), decode.__module__
+    assert decode.func.__module__.startswith("torchcodec"), decode.func.__module__
     rng = np.random.default_rng(0)
     pixels = (rng.random((75, 100, 3)) * 255).astype("uint8")
     buf = io.BytesIO()

@@ -24,6 +24,7 @@ SCHEDULES = ("plateau", "step", "cosine", "constant")
 CROPS = ("paper", "random_resized")
 NORMALIZE = ("auto", "mean", "mean_std")
 OPTIMIZERS = ("sgd", "adamw")
+DECODES = ("auto", "workers", "device")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Config:
     compile: bool = False
     grad_clip: float = 0.0  # max gradient norm; 0: no clipping
     workers: int = -1  # loader processes per training process; -1: min(8, CPU cores)
+    # where JPEGs are decoded: workers (CPU processes), device (the training device: nvJPEG on CUDA; the
+    # workers only read bytes and choose crops), auto: device when training on CUDA
+    decode: str = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:1, or one device per tower: cuda:0,cuda:1
     seed: int = 0
     deterministic: bool = False
@@ -82,7 +86,8 @@ PRESETS: dict[str, Config] = {
 RECIPES = tuple(PRESETS)
 SETTINGS = tuple(f.name for f in fields(Config))  # every key a train block, YAML file or --set may give
 _CHOICES = {"recipe": RECIPES, "schedule": SCHEDULES, "crop": CROPS, "normalize": NORMALIZE,
-            "amp": AMP, "optimizer": OPTIMIZERS}
+            "amp": AMP, "optimizer": OPTIMIZERS,
+            "decode": DECODES}
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 

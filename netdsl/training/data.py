@@ -13,15 +13,15 @@ import random
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple, Protocol, Sequence
+from typing import Callable, Iterator, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import BadImage, DataError, UsageError
 from ..ir import Graph
-from .images import (IMAGE_EXTENSIONS, Box, Reduction, View, crop_resize, decode_file, max_reduction,
-                     special_kind)
+from .images import (IMAGE_EXTENSIONS, Box, Reduction, View, crop_resize, decode_bytes, decode_file, max_reduction,
+                     plain_jpeg_size, read_image_file, special_kind)
 
 DIGITS_PATH = Path(__file__).resolve().parent.parent / "assets" / "digits.npz"
 SPLITS = ("train", "val")
@@ -291,6 +291,21 @@ def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
     return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
 
 
+class Encoded(NamedTuple):
+    """A batch whose JPEGs the training device decodes (decode = device): the workers read the
+    bytes and choose the crops, exactly as they would for decoding them (the same random numbers
+    drawn in the same order), and cut themselves only the images no plain JPEG decoder takes."""
+
+    jpegs: torch.Tensor  # uint8: the JPEGs' bytes one after the other (one shared-memory block, not J)
+    lengths: torch.Tensor  # int64, J
+    boxes: torch.Tensor  # float64, J x crops x 5: top, left, height, width, flip; in stored pixels
+    slots: torch.Tensor  # int64, J: each JPEG's place in the batch
+    names: list[str]  # each JPEG's source, to name it if the device cannot decode it
+    images: torch.Tensor  # uint8 crops the workers cut, for the other places, in order
+    labels: torch.Tensor  # int64, N
+    skipped: list[tuple[str, str]]
+
+
 class ImageSource(Protocol):
     channels: int
 
@@ -298,6 +313,13 @@ class ImageSource(Protocol):
     def label(self, i: int) -> int: ...
     def name(self, i: int) -> str: ...
     def image(self, i: int, reduction: Reduction | None) -> torch.Tensor: ...
+
+
+class EncodedSource(ImageSource, Protocol):
+    """A source of encoded images, which the device may decode."""
+
+    def encoded(self, i: int) -> tuple[bytes, tuple[int, int] | None]:
+        """The image's bytes, and its (height, width) when they are a plain JPEG (images.plain_jpeg_size)."""
 
 
 class FileSource:
@@ -324,6 +346,13 @@ class FileSource:
 
     def image(self, i: int, reduction: Reduction | None) -> torch.Tensor:
         return decode_file(self.name(i), self.channels, reduction)
+
+    def encoded(self, i: int) -> tuple[bytes, tuple[int, int] | None]:
+        try:
+            data = read_image_file(self.name(i))
+        except OSError as err:  # as decode_file reports it
+            raise BadImage(f"unreadable ({err.strerror or err})") from None
+        return data, plain_jpeg_size(data)
 
 
 @dataclass
@@ -358,25 +387,42 @@ class ArraySource:
 
 class CropDataset(torch.utils.data.Dataset):
     """Samples of an ImageSource, cut by a View into uint8 crops. Keys are (index, epoch) pairs
-    from EpochSampler; `__getitems__` builds a whole Batch in the worker (no collation step)."""
+    from EpochSampler; `__getitems__` builds a whole Batch in the worker (no collation step), or with
+    `encode` an Encoded batch of JPEG bytes and crop boxes for the device to decode and cut."""
 
-    def __init__(self, source: ImageSource, view: View, seed: int = 0):
-        self.source, self.view, self.seed = source, view, seed
+    def __init__(self, source: ImageSource, view: View, seed: int = 0, encode: bool = False):
+        self.source, self.view, self.seed, self.encode = source, view, seed, encode
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]) -> Batch:
+    def __getitem__(self, key: tuple[int, int]) -> Batch | Encoded:
         return self.__getitems__([key])
 
-    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> Batch:
+    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> Batch | Encoded:
         n, crops = len(keys), self.view.crops
         c, (h, w) = self.source.channels, self.view.size
         out = torch.empty((n, crops, c, h, w) if crops > 1 else (n, c, h, w), dtype=torch.uint8)
         labels, skipped, kept = [], [], 0
+        jpegs: list[bytes] = []
+        boxes: list[list[Box]] = []
+        slots: list[int] = []
+        names: list[int] = []  # source indices of the JPEGs
         for index, epoch in keys:
+            rng = sample_rng(self.seed, epoch, index)
             try:
-                crops_ = self._crops(index, epoch)
+                if self.encode:
+                    data, size = self.source.encoded(index)
+                    if size is not None:
+                        boxes.append(self.view.boxes(*size, rng))
+                        jpegs.append(data)
+                        slots.append(len(labels))
+                        names.append(index)
+                        labels.append(self.source.label(index))
+                        continue
+                    crops_ = self._crops(rng, lambda r, data=data: decode_bytes(data, c, r))
+                else:
+                    crops_ = self._crops(rng, lambda r, index=index: self.source.image(index, r))
             except BadImage as err:
                 skipped.append((self.source.name(index), str(err)))
                 continue
@@ -386,17 +432,28 @@ class CropDataset(torch.utils.data.Dataset):
                 out[kept] = crops_[0]
             labels.append(self.source.label(index))
             kept += 1
-        return Batch(out[:kept], torch.tensor(labels, dtype=torch.int64), skipped)
+        labels_ = torch.tensor(labels, dtype=torch.int64)
+        if not self.encode:
+            return Batch(out[:kept], labels_, skipped)
+        lengths = [len(d) for d in jpegs]
+        return Encoded(torch.frombuffer(bytearray(b"".join(jpegs)), dtype=torch.uint8) if jpegs else
+                       torch.empty(0, dtype=torch.uint8),
+                       torch.tensor(lengths, dtype=torch.int64),
+                       torch.tensor([[[*b[:4], float(b.flip)] for b in bs] for bs in boxes],
+                                    dtype=torch.float64).view(len(jpegs), crops, 5),
+                       torch.tensor(slots, dtype=torch.int64), [self.source.name(i) for i in names],
+                       out[:kept], labels_, skipped)
 
-    def _crops(self, index: int, epoch: int) -> list[torch.Tensor]:
-        rng = sample_rng(self.seed, epoch, index)
+    def _crops(self, rng: random.Random, decode: Callable[[Reduction], torch.Tensor]) -> list[torch.Tensor]:
+        """Decode (at a reduced size when the crops allow) and cut; the crops are chosen on the
+        stored size, read by the decoder from the header before it decodes."""
         plan: dict = {}
 
-        def reduction(h: int, w: int) -> int:  # the crops are chosen on the stored size
+        def reduction(h: int, w: int) -> int:
             plan["hw"], plan["boxes"] = (h, w), self.view.boxes(h, w, rng)
             return max_reduction(plan["boxes"], self.view.size)
 
-        img = self.source.image(index, reduction)
+        img = decode(reduction)
         h, w = img.shape[1:]
         if not plan:
             reduction(h, w)

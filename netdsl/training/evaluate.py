@@ -17,7 +17,7 @@ from . import checkpoint
 from .config import Config, resolve, resolve_resume
 from .data import Stats, image_input, open_data, open_digits
 from .images import crop_resize, decode_file
-from .loading import Loader, Preprocess, make_loader, resolve_normalize, stats_from_dict, test_view, worker_count
+from .loading import Loader, Preprocess, decode_device, make_loader, resolve_normalize, stats_from_dict, test_view, worker_count
 from .metrics import Sums, percent, progress_bar, topk_correct
 
 
@@ -29,8 +29,8 @@ def evaluate(model: torch.nn.Module, loader: Loader, preprocess: Preprocess,
     the label of a progress bar (shown on a terminal)."""
     model.eval()
     sums = Sums(out_device, ["loss", "c1", "c5", "n", "skipped"])
-    progress = progress_bar(len(loader.loader), bar or "", bar is not None)
-    for batch in loader.loader:
+    progress = progress_bar(len(loader), bar or "", bar is not None)
+    for batch in loader:
         progress.update(1)
         sums.add(skipped=len(batch.skipped))
         n = len(batch.labels)
@@ -121,7 +121,8 @@ def run_eval(net: Net, weights: str | Path, data: str | None, *, crops: Sequence
         view = test_view(t.config, t.size, n_crops)
         per_batch = batch_size or max(t.config.batch_size // view.crops, 1)
         loader = make_loader(dataset.val, view, batch_size=per_batch, workers=worker_count(t.config, dataset),
-                             train=False, seed=t.config.seed, pin_memory=t.device.type == "cuda")
+                             train=False, seed=t.config.seed, pin_memory=t.device.type == "cuda",
+                             decode_on=decode_device(t.config, dataset, t.device))
         label = "centre crop" if view.crops == 1 else f"{view.crops} crops"
         results.append((label, evaluate(t.model, loader, preprocess, t.out_device, label)))
     return dataset.name, results

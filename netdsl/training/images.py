@@ -110,7 +110,7 @@ def decode_bytes(data: bytes, channels: int, reduction: Reduction | None = None)
             img = Image.open(io.BytesIO(data))
             k = reduction(img.size[1], img.size[0]) if reduction and img.format == "JPEG" else 1
             if k == 1 and _fast_jpeg(img, data):
-                return _decode_jpeg(data, channels)
+                return decode_plain_jpeg(data, channels)
             if k > 1:
                 img.draft(img.mode, (math.ceil(img.size[0] / k), math.ceil(img.size[1] / k)))
             img.load()
@@ -141,7 +141,23 @@ def _fast_jpeg(img: Image.Image, data: bytes) -> bool:
         data.rstrip(b"\0").endswith(JPEG_END)
 
 
-def _decode_jpeg(data: bytes, channels: int) -> torch.Tensor:
+def plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a complete RGB or gray JPEG, from its header alone: bytes that a plain
+    JPEG decoder (libjpeg-turbo on the CPU, nvJPEG on a GPU) is given as they are. None for anything
+    else, which PIL decodes (CMYK, truncated, other formats, not an image)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            with Image.open(io.BytesIO(data)) as img:
+                return (img.size[1], img.size[0]) if _fast_jpeg(img, data) else None
+    except Exception:  # whatever PIL makes of bad bytes, the decode that follows reports it
+        return None
+
+
+def decode_plain_jpeg(data: bytes, channels: int) -> torch.Tensor:
+    """Decode bytes that plain_jpeg_size accepted (a store's records are all such): no header read."""
+    if not data:
+        raise BadImage("empty file")
     decode, modes = jpeg_decoder()
     try:
         return decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=modes[channels])
@@ -150,20 +166,22 @@ def _decode_jpeg(data: bytes, channels: int) -> torch.Tensor:
 
 
 @functools.cache
-def jpeg_decoder() -> tuple[Callable[..., torch.Tensor], dict[int, object]]:
-    """(decode_jpeg, {channels: mode}) from TorchCodec, which replaces torchvision.io's decoders
-    (deprecated since torchvision 0.29); torchvision's where TorchCodec cannot load (not installed,
-    or built for another torch), whose DeprecationWarning then says so. Same libjpeg-turbo, same
+def jpeg_decoder(device: str = "cpu") -> tuple[Callable[..., torch.Tensor], dict[int, object]]:
+    """(decode_jpeg, {channels: mode}) decoding on `device` (a CUDA device: nvJPEG, batched when given a
+    list), from TorchCodec, which replaces torchvision.io's decoders (deprecated since torchvision 0.29);
+    torchvision's where TorchCodec cannot decode there (not installed, built for another torch, or
+    built without CUDA), whose DeprecationWarning then says so. Same libjpeg-turbo on the CPU, same
     pixels (tests/test_data.py)."""
+    probe = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 90)).save(probe, "JPEG")  # it must decode, not just import
+    probe_bytes = torch.frombuffer(bytearray(probe.getvalue()), dtype=torch.uint8)
     try:
         from torchcodec.decoders import decode_jpeg
-        probe = io.BytesIO()
-        Image.new("RGB", (8, 8), (200, 30, 90)).save(probe, "JPEG")  # it must decode, not just import
-        decode_jpeg(torch.frombuffer(bytearray(probe.getvalue()), dtype=torch.uint8), mode="RGB")
-        return decode_jpeg, {1: "GRAY", 3: "RGB"}
-    except (ImportError, OSError, RuntimeError):
+        decode_jpeg(probe_bytes, mode="RGB", device=device)
+        return functools.partial(decode_jpeg, device=device), {1: "GRAY", 3: "RGB"}
+    except (ImportError, OSError, RuntimeError, ValueError):
         from torchvision.io import ImageReadMode, decode_jpeg as tv_decode_jpeg
-        return tv_decode_jpeg, {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+        return functools.partial(tv_decode_jpeg, device=device), {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
 
 
 def max_reduction(boxes: Sequence["Box"], size: tuple[int, int]) -> int:
@@ -327,17 +345,36 @@ class TenCropView:
         return boxes + [b._replace(flip=True) for b in boxes] if self.mirror else boxes
 
 
-def crop_resize(img: torch.Tensor, box: Box, size: tuple[int, int]) -> torch.Tensor:
-    """Cut `box` out of a uint8 C x H x W image and resize it to `size` (bilinear, antialiased)."""
-    _, h, w = img.shape
+def crop_bounds(shape: Sequence[int], box: Box) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right): `box` rounded to whole pixels of an image of `shape` (.. x H x W),
+    at least one pixel, inside the image."""
+    h, w = shape[-2:]
     top = min(max(int(round(box.top)), 0), h - 1)
     left = min(max(int(round(box.left)), 0), w - 1)
     bottom = min(max(int(round(box.top + box.height)), top + 1), h)
     right = min(max(int(round(box.left + box.width)), left + 1), w)
+    return top, bottom, left, right
+
+
+def crop_resize(img: torch.Tensor, box: Box, size: tuple[int, int]) -> torch.Tensor:
+    """Cut `box` out of a uint8 C x H x W image and resize it to `size` (bilinear, antialiased)."""
+    top, bottom, left, right = crop_bounds(img.shape, box)
     region = img[:, top:bottom, left:right].unsqueeze(0)
     if region.shape[-2:] != size:
-        # uint8 input in channels-last memory takes PyTorch's fast vectorised resampling path
-        region = F.interpolate(region.contiguous(memory_format=torch.channels_last), size=size,
-                               mode="bilinear", antialias=True, align_corners=False)
+        region = resample(region, size)
     out = region[0]
     return out.flip(-1) if box.flip else out
+
+
+def resample(region: torch.Tensor, size: tuple[int, int], exact_uint8: bool | None = None) -> torch.Tensor:
+    """Resize uint8 1 x C x h x w to `size`, bilinear and antialiased, as torchvision's Resize does.
+
+    On the CPU, uint8 in channels-last memory takes PyTorch's fast vectorised path. CUDA's
+    antialiased resampling takes floating point only: bilinear weights are positive and sum to 1,
+    so the float result stays in 0..255 and rounding is the only step back (within 1 of the uint8
+    path, tests/test_data.py). `exact_uint8` picks the path (default: uint8 on the CPU)."""
+    if region.is_cpu if exact_uint8 is None else exact_uint8:
+        return F.interpolate(region.contiguous(memory_format=torch.channels_last), size=size,
+                             mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(region.float(), size=size, mode="bilinear", antialias=True,
+                         align_corners=False).round_().to(torch.uint8)

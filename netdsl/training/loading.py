@@ -4,13 +4,16 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
+from ..errors import BadImage
 from ..ir import Graph
 from .config import Config
-from .data import Batch, CropDataset, DataSet, EpochSampler, ImageSource, Stats, pass_batch
-from .images import CentreView, PaperTrainView, RandomResizedView, TenCropView, View
+from .data import Batch, CropDataset, DataSet, Encoded, EpochSampler, ImageSource, Stats, pass_batch
+from .images import (Box, CentreView, PaperTrainView, RandomResizedView, TenCropView, View, crop_bounds, decode_bytes,
+                     jpeg_decoder, resample)
 
 
 def train_view(config: Config, size: tuple[int, int]) -> View:
@@ -31,6 +34,13 @@ def worker_count(config: Config, data: DataSet) -> int:
     return config.workers if config.workers >= 0 else min(8, os.cpu_count() or 1)
 
 
+def decode_device(config: Config, data: DataSet, device: torch.device) -> torch.device | None:
+    """The device that decodes the JPEGs, or None for the loader workers (see Config.decode)."""
+    if data.in_memory or config.decode == "workers" or (config.decode == "auto" and device.type != "cuda"):
+        return None
+    return device
+
+
 def _own_process_group(_: int) -> None:
     # Ctrl-C reaches the terminal's whole process group, and torchrun's agent signals a rank's whole
     # group: the main process saves and stops the workers itself, so they must not die first. A group of
@@ -40,22 +50,99 @@ def _own_process_group(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class DeviceDecoder:
+    """Encoded batches -> Batches of uint8 crops on `device`: the JPEGs decoded in one batched call
+    (nvJPEG on CUDA), then cut and resized there as the workers would (images.crop_resize's
+    arithmetic). An image the device cannot decode is decoded on the CPU as a worker would (PIL
+    included); one that nothing decodes is skipped and reported like any bad file.
+    """
+
+    def __init__(self, channels: int, view: View, device: torch.device):
+        self.channels, self.size, self.crops = channels, view.size, view.crops
+        self.device = device
+        self.decode, modes = jpeg_decoder(str(device))
+        self.mode = modes[channels]
+
+    def __call__(self, enc: Encoded) -> Batch:
+        n, (h, w) = len(enc.labels), self.size
+        shape = (n, self.crops, self.channels, h, w) if self.crops > 1 else (n, self.channels, h, w)
+        out = torch.empty(shape, dtype=torch.uint8, device=self.device)
+        slots = enc.slots.tolist()
+        ready = sorted(set(range(n)) - set(slots))
+        if ready:
+            out[ready] = enc.images.to(self.device, non_blocking=True)
+        keep = torch.ones(n, dtype=torch.bool)
+        skipped = list(enc.skipped)
+        flips = []
+        for img, boxes, slot, name in zip(self._decode(enc), enc.boxes.tolist(), slots, enc.names):
+            if isinstance(img, str):
+                keep[slot] = False
+                skipped.append((name, img))
+                continue
+            for k, (top, left, height, width, flip) in enumerate(boxes):
+                dst = out[slot, k] if self.crops > 1 else out[slot]
+                top_, bottom, left_, right = crop_bounds(img.shape, Box(top, left, height, width))
+                region = img[None, :, top_:bottom, left_:right]
+                dst.copy_(region[0] if region.shape[-2:] == self.size else resample(region, self.size)[0])
+                if flip:
+                    flips.append((slot, k))
+        if flips:  # one gather and scatter for the whole batch, not one kernel per image
+            index = tuple(torch.tensor(c, device=self.device) for c in zip(*flips))
+            index = index if self.crops > 1 else index[:1]
+            out[index] = out[index].flip(-1)
+        if not keep.all():
+            out = out[keep.to(self.device)]
+        return Batch(out, enc.labels[keep], skipped)
+
+    def _decode(self, enc: Encoded) -> list[torch.Tensor | str]:
+        """Each JPEG decoded on the device, or the reason it could not be decoded anywhere."""
+        datas = list(torch.split(enc.jpegs, enc.lengths.tolist()))
+        if not datas:
+            return []
+        try:
+            return list(self.decode(datas, mode=self.mode))
+        except RuntimeError:  # the batch fails as a whole: find which, one by one
+            return [self._decode_one(d) for d in datas]
+
+    def _decode_one(self, data: torch.Tensor) -> torch.Tensor | str:
+        try:
+            return self.decode(data, mode=self.mode)
+        except RuntimeError:
+            pass
+        try:  # what the device's decoder does not take (a rare sampling, an oddity libjpeg forgives)
+            return decode_bytes(data.numpy().tobytes(), self.channels).to(self.device)
+        except BadImage as err:
+            return str(err)
+
+
 @dataclass
 class Loader:
     loader: torch.utils.data.DataLoader
     sampler: EpochSampler
     batch_size: int  # per process
+    decoder: DeviceDecoder | None = None  # decode = device: the workers hand over JPEG bytes
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Batches of uint8 crops (on the device, when it decodes)."""
+        if self.decoder is None:
+            yield from self.loader
+        else:
+            yield from map(self.decoder, self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 def make_loader(source: ImageSource, view: View, *, batch_size: int, workers: int, train: bool,
                 seed: int, rank: int = 0, world: int = 1, pin_memory: bool = False,
-                persistent: bool | None = None) -> Loader:
-    """`persistent`: keep worker processes between epochs (default: when training)."""
+                persistent: bool | None = None, decode_on: torch.device | None = None) -> Loader:
+    """`persistent`: keep worker processes between epochs (default: when training). `decode_on`: a
+    device that decodes the JPEGs (the workers then only read them; see DeviceDecoder)."""
     sampler = EpochSampler(len(source), shuffle=train, seed=seed, rank=rank, world=world,
                            equal_shards=train)
     shard = len(sampler)
     loader = torch.utils.data.DataLoader(
-        CropDataset(source, view, seed=seed), batch_size=batch_size, sampler=sampler,
+        CropDataset(source, view, seed=seed, encode=decode_on is not None), batch_size=batch_size, sampler=sampler,
         num_workers=workers, collate_fn=pass_batch, pin_memory=pin_memory,
         # a full last batch only (when there is one): batch norm cannot train on a batch of 1
         drop_last=train and shard >= batch_size,
@@ -64,7 +151,8 @@ def make_loader(source: ImageSource, view: View, *, batch_size: int, workers: in
         prefetch_factor=4 if workers else None,
         # the loader's own generator, so that making an iterator leaves the global RNG alone
         generator=torch.Generator().manual_seed(seed))
-    return Loader(loader, sampler, batch_size)
+    decoder = DeviceDecoder(source.channels, view, decode_on) if decode_on is not None else None
+    return Loader(loader, sampler, batch_size, decoder)
 
 
 def resolve_normalize(normalize: str, graph: Graph) -> str:

@@ -29,8 +29,8 @@ from .config import Config, Resolved
 from .data import check_classes, image_input, open_data
 from .evaluate import evaluate
 from .host import die_with_parent, keep_freed_memory
-from .loading import (Loader, Preprocess, make_loader, noise_generator, resolve_normalize, stats_to_dict,
-                      test_view, train_view, worker_count)
+from .loading import (Loader, Preprocess, decode_device, make_loader, noise_generator, resolve_normalize,
+                      stats_to_dict, test_view, train_view, worker_count)
 from .metrics import Sums, TensorBoard, Throughput, percent, progress_bar
 from .rundir import MetricsCSV, RunLock, RunLog, check_run_dir, default_run_dir, make_run_dir, write_run_files
 
@@ -173,11 +173,11 @@ class Trainer:
     def _loaders(self) -> tuple[Loader, Loader]:
         c, d = self.config, self.dist
         workers, per_rank = worker_count(c, self.data), c.batch_size // d.world
-        pin = self.device.type == "cuda"
+        pin, decode_on = self.device.type == "cuda", decode_device(c, self.data, self.device)
         train = make_loader(self.data.train, train_view(c, self.size), batch_size=per_rank, workers=workers,
-                            train=True, seed=c.seed, rank=d.rank, world=d.world, pin_memory=pin)
+                            train=True, seed=c.seed, rank=d.rank, world=d.world, pin_memory=pin, decode_on=decode_on)
         val = make_loader(self.data.val, test_view(c, self.size), batch_size=per_rank, workers=workers,
-                          train=False, seed=c.seed, rank=d.rank, world=d.world, pin_memory=pin)
+                          train=False, seed=c.seed, rank=d.rank, world=d.world, pin_memory=pin, decode_on=decode_on)
         if len(train.sampler) == 0:
             raise UsageError(f"{self.data.name}: too few training images for {d.world} process(es)")
         return train, val
@@ -189,7 +189,8 @@ class Trainer:
         self.log.info(f"net: {self.net.graph.name}, {sum(t.numel() for t in self.model.parameters()):,} "
                       f"parameters on {', '.join(map(str, self.devices))}"
                       + (f" x {self.dist.world} processes" if self.dist.world > 1 else "")
-                      + f"; {self.train_loader.loader.num_workers} loader worker(s) per process")
+                      + f"; {self.train_loader.loader.num_workers} loader worker(s) per process"
+                      + (f", JPEGs decoded on {self.train_loader.decoder.device}" if self.train_loader.decoder else ""))
         if p.epoch >= c.epochs:
             self.log.info(f"the run has already trained {p.epoch} of {c.epochs} epochs; "
                           "give --epochs N to train further")
@@ -225,11 +226,11 @@ class Trainer:
         loader.sampler.set_epoch(epoch, p.consumed)
         sums = Sums(self.out_device, ["loss", "correct", "n", "skipped", "consumed"])
         sums.load(p.partial)
-        steps = p.step + len(loader.loader)
+        steps = p.step + len(loader)
         bar = progress_bar(steps, f"epoch {epoch + 1}/{c.epochs}", self.dist.main)
         bar.update(p.step)
         rate, step = Throughput(), p.step
-        batches = iter(loader.loader)
+        batches = iter(loader)
         while True:
             t0 = time.perf_counter()
             batch = next(batches, None)

@@ -49,7 +49,7 @@ import numpy as np
 
 from ..errors import BadImage, DataError, Interrupted, UsageError
 from .data import SPLITS, Layout, Stats, scan_layout
-from .images import (IMAGE_EXTENSIONS, MAX_FILE_BYTES, Box, _fast_jpeg, _square_centre, crop_resize, decode_bytes,
+from .images import (IMAGE_EXTENSIONS, MAX_FILE_BYTES, Box, _square_centre, crop_resize, decode_bytes, plain_jpeg_size,
                      read_image_file)
 from .rundir import RunLock, write_atomic
 from .store import FORMAT, RECORD, STORE_MARKER, VERSION, WORK_DIR, read_marker, store_state
@@ -146,7 +146,7 @@ def prepare_file(ref: str | Member, opts: Options) -> Item:
     except BadImage as err:
         return Item(None, str(err), len(data))
     h, w = img.shape[1:]
-    if opts.fits(h, w) and _plain_jpeg(data, h, w):
+    if opts.fits(h, w) and plain_jpeg_size(data) == (h, w):
         payload, as_is = data, True
     else:
         if not opts.fits(h, w):
@@ -163,16 +163,6 @@ def prepare_file(ref: str | Member, opts: Options) -> Item:
     s2 = (a @ a.T).tolist()
     return Item(payload, "", len(data), int(img.shape[1]), int(img.shape[2]), as_is, tuple(s1),
                 tuple(int(s2[i][j]) for i in range(3) for j in range(i, 3)), int(a.shape[1]))
-
-
-def _plain_jpeg(data: bytes, h: int, w: int) -> bool:
-    """A complete RGB or gray JPEG of this stored size: training decodes its bytes as they are."""
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size == (w, h) and _fast_jpeg(img, data)
-    except Exception:
-        return False
 
 
 def _encode(img, quality: int) -> bytes:

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import BadImage, DataError
 from .data import SPLITS, DataSet, Stats
-from .images import Reduction, decode_bytes
+from .images import Reduction, decode_bytes, decode_plain_jpeg
 
 STORE_MARKER = "netdsl-store.json"
 WORK_DIR = ".prepare"  # a prepare in progress: its manifest and partial indexes
@@ -115,7 +115,16 @@ class StoreSource:
         return data
 
     def image(self, i: int, reduction: Reduction | None) -> torch.Tensor:
-        return decode_bytes(self.record(i), self.channels, reduction)
+        data, (h, w) = self.encoded(i)
+        k = reduction(h, w) if reduction else 1
+        if k == 1:  # every record is a plain JPEG of the size its index gives: no header to read
+            return decode_plain_jpeg(data, self.channels)
+        return decode_bytes(data, self.channels, lambda *_: k)
+
+    def encoded(self, i: int) -> tuple[bytes, tuple[int, int]]:
+        """Record i's bytes (checked) and its stored (height, width)."""
+        rec = self.index[i]
+        return self.record(i), (int(rec["height"]), int(rec["width"]))
 
     def _bytes(self) -> mmap.mmap | bytes:
         if self._map is None or self._pid != os.getpid():
