@@ -9,8 +9,12 @@ prefetch_factor, twice over), then times at least ten times that many: steady st
 batches that the training device converts and normalises (free on a GPU); the rows "+ ... on
 this CPU" also count that work, done in the main process here, as in CPU training.
 
-    python bench/loader_bench.py                      # 2 workers, batch 64, 5 rounds
-    python bench/loader_bench.py --workers 8 --images 2000 --rounds 3
+The same folder prepared (`netdsl prepare`, short side 256, quality 90; made once beside it) is read
+by the same pipelines, and "decode only" rows time the workers decoding whole images and handing
+over nothing: the decoder's ceiling, with no crop, resize or batch to build.
+
+    python bench/loader_bench.py --images 3100 --batch 32 --rounds 2   # 2 workers (what RESULTS-train.md used)
+    python bench/loader_bench.py --workers 8 --images 20000 --rounds 3
 
 baseline (pytorch/examples main.py): ImageFolder + PIL + RandomResizedCrop(224) +
 RandomHorizontalFlip + ToTensor + Normalize, default collate.
@@ -33,9 +37,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netdsl.training.data import IMAGENET_MEAN, IMAGENET_STD, FileSource, Stats, scan_layout  # noqa: E402
+from netdsl.training.data import (IMAGENET_MEAN, IMAGENET_STD, EpochSampler, FileSource, Stats,  # noqa: E402
+                                  scan_layout)
 from netdsl.training.images import PaperTrainView, RandomResizedView  # noqa: E402
 from netdsl.training.loading import Preprocess, make_loader  # noqa: E402
+from netdsl.training.prepare import prepare  # noqa: E402
+from netdsl.training.store import StoreSource, store_state  # noqa: E402
 
 
 def photo_like(rng: np.random.Generator, w: int = 500, h: int = 375) -> Image.Image:
@@ -67,6 +74,26 @@ def baseline_loader(root: Path, batch: int, workers: int) -> torch.utils.data.Da
                     T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     ds = datasets.ImageFolder(str(root / "train"), tf)
     return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers)
+
+
+class DecodeOnly(torch.utils.data.Dataset):
+    """Each image decoded whole and dropped: a batch is only the decoded sizes."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitems__(self, keys):
+        return torch.tensor([self.source.image(i, None).shape[1:] for i, _ in keys])
+
+
+def decode_only_loader(source, batch: int, workers: int) -> tuple[torch.utils.data.DataLoader, EpochSampler]:
+    sampler = EpochSampler(len(source), shuffle=True, seed=0)
+    loader = torch.utils.data.DataLoader(DecodeOnly(source), batch_size=batch, sampler=sampler, num_workers=workers,
+                                         collate_fn=lambda b: b, prefetch_factor=PREFETCH if workers else None)
+    return loader, sampler
 
 
 PREFETCH = 4  # the larger prefetch_factor of the two: netdsl's loader (training/loading.py); the baseline's is 2
@@ -104,23 +131,32 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}")
 
     layout = scan_layout(root)
-    source = FileSource(layout.splits["train"], 3)
+    store = root.parent / (root.name + "-store")
+    if store_state(store) != "store":
+        prepare(root, store, workers=os.cpu_count(), progress=False, echo=lambda line: None)
+    sources = {"raw folder": FileSource(layout.splits["train"], 3), "prepared store": StoreSource(store, "train", 3)}
     cpu = torch.device("cpu")
     loaders = {"baseline": (baseline_loader(root, args.batch, args.workers), None)}
-    for key, view in (("torchvision", RandomResizedView((224, 224))), ("paper", PaperTrainView((224, 224), 256))):
-        ld = make_loader(source, view, batch_size=args.batch, workers=args.workers, train=True, seed=0,
-                         persistent=False)
-        loaders[key] = (ld.loader, ld.sampler)
+    for data, source in sources.items():
+        loaders[f"decode {data}"] = decode_only_loader(source, args.batch, args.workers)
+        for key, view in (("torchvision", RandomResizedView((224, 224))), ("paper", PaperTrainView((224, 224), 256))):
+            ld = make_loader(source, view, batch_size=args.batch, workers=args.workers, train=True, seed=0,
+                             persistent=False)
+            loaders[f"{key} {data}"] = (ld.loader, ld.sampler)
     tv_pre = Preprocess(Stats.imagenet(3), "mean_std", 0.0, cpu)
     paper_pre = Preprocess(Stats.imagenet(3), "mean", 0.1, cpu)
     noise = torch.Generator().manual_seed(0)
     # (name, loader, what the main process does with each batch)
     pipelines = [
         ("baseline: pytorch/examples (float batches)", "baseline", lambda b: b[0]),
-        ("netdsl, torchvision recipe: uint8 batches", "torchvision", lambda b: b.images),
-        ("netdsl, torchvision recipe + normalising on this CPU", "torchvision", lambda b: tv_pre(b.images)),
-        ("netdsl, paper recipe: uint8 batches", "paper", lambda b: b.images),
-        ("netdsl, paper recipe + lighting, mean on this CPU", "paper", lambda b: paper_pre(b.images, noise)),
+        ("netdsl, decode only (raw folder)", "decode raw folder", lambda b: b),
+        ("netdsl, torchvision recipe: uint8 batches", "torchvision raw folder", lambda b: b.images),
+        ("netdsl, torchvision recipe + normalising on this CPU", "torchvision raw folder", lambda b: tv_pre(b.images)),
+        ("netdsl, paper recipe: uint8 batches", "paper raw folder", lambda b: b.images),
+        ("netdsl, paper recipe + lighting, mean on this CPU", "paper raw folder", lambda b: paper_pre(b.images, noise)),
+        ("netdsl, decode only (prepared store)", "decode prepared store", lambda b: b),
+        ("netdsl, torchvision recipe, prepared store: uint8 batches", "torchvision prepared store", lambda b: b.images),
+        ("netdsl, paper recipe, prepared store: uint8 batches", "paper prepared store", lambda b: b.images),
     ]
     prefetched = max(args.workers, 1) * PREFETCH  # batches buffered before the first one is taken
     take, skip = max(args.batches, 10 * prefetched), 2 * prefetched

@@ -188,3 +188,38 @@ def test_png_bytes_are_not_plain_jpegs():
     Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(buf, "JPEG")
     assert plain_jpeg_size(buf.getvalue()) == (4, 5)
     assert plain_jpeg_size(buf.getvalue()[:-2]) is None  # no end marker: truncated
+
+
+def _decode_threads() -> list:
+    import threading
+    return [t for t in threading.enumerate() if t.name == "netdsl-decode" and t.is_alive()]
+
+
+def test_decoding_ahead_keeps_order_raises_the_threads_errors_and_stops_when_left(store):
+    import time
+    source = StoreSource(store, "train", 3)
+    view = VIEWS["paper"]
+    dataset = CropDataset(source, view, seed=1, encode=True)
+    decoder = DeviceDecoder(3, view, torch.device("cpu"))
+    encoded = [dataset.__getitems__([(i, 0), (i + 1, 0)]) for i in range(0, 10, 2)]
+    ahead = list(decoder.ahead(iter(encoded)))
+    assert all(torch.equal(a.images, decoder(e).images) for a, e in zip(ahead, encoded)) and len(ahead) == 5
+
+    def failing():
+        yield encoded[0]
+        raise OSError("the disk went away")
+    got = decoder.ahead(failing())
+    assert next(got).labels.tolist() == encoded[0].labels.tolist()
+    with pytest.raises(OSError, match="the disk went away"):
+        next(got)
+
+    def endless():
+        while True:
+            yield encoded[1]
+    got = decoder.ahead(endless(), depth=2)
+    next(got)
+    got.close()  # a training loop that stops mid-epoch
+    deadline = time.time() + 10
+    while _decode_threads() and time.time() < deadline:
+        time.sleep(0.01)
+    assert not _decode_threads()

@@ -1,8 +1,11 @@
 """From a data set and a recipe to batches on the device: views, loaders, device-side preprocessing."""
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -50,6 +53,9 @@ def _own_process_group(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+_END = object()  # DeviceDecoder.ahead: the last batch has been handed over
+
+
 class DeviceDecoder:
     """Encoded batches -> Batches of uint8 crops on `device`: the JPEGs decoded in one batched call
     (nvJPEG on CUDA), then cut and resized there as the workers would (images.crop_resize's
@@ -94,6 +100,54 @@ class DeviceDecoder:
             out = out[keep.to(self.device)]
         return Batch(out, enc.labels[keep], skipped)
 
+    def ahead(self, encoded: Iterator[Encoded], depth: int = 2) -> Iterator[Batch]:
+        """The batches of `encoded`, decoded by a thread of their own up to `depth` batches ahead (on
+        a CUDA stream of its own), so that decoding overlaps the training steps: the decoders and
+        torch's kernels release the GIL, and nvJPEG's Huffman decoding runs on the CPU. The order
+        is kept; a failure in the thread is raised here."""
+        ready: queue.Queue = queue.Queue(depth)
+        stop = threading.Event()
+        side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work() -> None:
+            try:
+                for enc in encoded:
+                    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                        batch = self(enc)
+                        done = side.record_event() if side is not None else None
+                    if not put((batch, done)):
+                        return
+                put(_END)
+            except BaseException as err:  # noqa: BLE001  (handed to the consumer, raised there)
+                put(err)
+
+        thread = threading.Thread(target=work, name="netdsl-decode", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                batch, done = item
+                if done is not None:  # the step's stream waits for the decode; the memory is its too
+                    stream = torch.cuda.current_stream(self.device)
+                    stream.wait_event(done)
+                    batch.images.record_stream(stream)
+                yield batch
+        finally:
+            stop.set()
+
     def _decode(self, enc: Encoded) -> list[torch.Tensor | str]:
         """Each JPEG decoded on the device, or the reason it could not be decoded anywhere."""
         datas = list(torch.split(enc.jpegs, enc.lengths.tolist()))
@@ -127,7 +181,7 @@ class Loader:
         if self.decoder is None:
             yield from self.loader
         else:
-            yield from map(self.decoder, self.loader)
+            yield from self.decoder.ahead(iter(self.loader))
 
     def __len__(self) -> int:
         return len(self.loader)
