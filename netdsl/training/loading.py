@@ -153,6 +153,12 @@ class DeviceDecoder:
         datas = list(torch.split(enc.jpegs, enc.lengths.tolist()))
         if not datas:
             return []
+        if self.device.type == "cuda":
+            # torchvision's CUDA decoder allocates its outputs on the caller's stream but writes them
+            # from a stream of its own that does not wait for the caller's (pytorch/vision#9606): a
+            # block just freed here, which this stream's queued crops still read, could be
+            # overwritten. Waiting for this (the decoding thread's) stream first rules that out.
+            torch.cuda.current_stream(self.device).synchronize()
         try:
             return list(self.decode(datas, mode=self.mode))
         except RuntimeError:  # the batch fails as a whole: find which, one by one
