@@ -14,7 +14,8 @@ Rows:
   torchvision      torchvision.models.alexnet(), autocast around the call for bf16
   lowered tv spec  specs/alexnet-torchvision.net (torchvision's net; autocast in the generated code)
   paper            specs/alexnet.net on one device, two towers; with each way of running them
-                   (options.TOWER_OPS: conv grouped|split x lrn pool|band|slices). "grouped + slices" are
+                   (options.TOWER_OPS: conv grouped|split x lrn pool|band|slices|fused; fused, a Triton
+                   kernel, on CUDA only, also compiled). "grouped + slices" are
                    the ops the lowering used before (the plan interpreter ran exactly the hand-written
                    grouped reference's aten ops: tests/test_lowering.py).
 Per layer: forward + backward of each tower layer of the paper net alone, both ways, in ms.
@@ -41,7 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import netdsl  # noqa: E402
+from netdsl.lowering import kernels  # noqa: E402
 from netdsl.lowering.modules import TowerConv2d, TowerLocal, TowerLRN  # noqa: E402
+from netdsl.lowering.options import TOWER_OPS  # noqa: E402
 from reference_nets import TORCHVISION_ALEXNET, rename_state_dict  # noqa: E402
 
 AMP = {"fp32": None, "bf16": torch.bfloat16}
@@ -145,15 +148,24 @@ def model_rows(b: Bench) -> None:
         for amp, cl, compiled in variants:
             measure(b, which, towers, amp, cl, compiled, x32, y)
     for conv in ("grouped", "split"):
-        for lrn in ("pool", "band", "slices"):
+        for lrn in lrn_ways(device):
             measure(b, "paper", {"conv": conv, "lrn": lrn}, lowp, lowp == "bf16", False, x32, y)
+    if "fused" in lrn_ways(device):  # the fused LRN with the default convs, eager and compiled
+        for compiled in (False, True) if args.compile else (False,):
+            measure(b, "paper", {"lrn": "fused"}, lowp, lowp == "bf16", compiled, x32, y)
     if args.compile:  # the ops the lowering ran before (the hand-written grouped reference's), compiled
         measure(b, "paper", {"conv": "grouped", "lrn": "slices"}, lowp, lowp == "bf16", True, x32, y)
 
 
+def lrn_ways(device: torch.device) -> tuple[str, ...]:
+    """Every LRN tower op this device runs (the fused one is a Triton kernel: CUDA only)."""
+    return tuple(w for w in TOWER_OPS["lrn"] if w != "fused" or kernels.available(device.type) is None)
+
+
 def measure(b: Bench, which: str, towers: dict | None, amp: str, cl: bool, compiled: bool,
             x32: torch.Tensor, y: torch.Tensor) -> None:
-    name = which + (f" ({towers['conv']} conv, {towers['lrn']} lrn)" if towers else " (default ops)" * (which == "paper"))
+    name = which + (" (" + ", ".join(f"{v} {k}" for k, v in towers.items()) + ")" if towers
+                    else " (default ops)" * (which == "paper"))
     try:
         model, outer = make(which, amp, cl, b.device, towers)
         model.train()
@@ -190,7 +202,7 @@ def layer_rows(b: Bench) -> None:
                     module = TowerConv2d(cin, cout, k, padding=pad, groups=2, towers=2)
                 layer(b, name, way, module, (n, cin, size, size), amp, cl)
         for name, (c, size) in lrns.items():
-            for way in ("pool", "band", "slices"):
+            for way in lrn_ways(b.device):
                 lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
                 module = TowerLocal(lrn, 2) if way == "slices" else TowerLRN(5, 1e-4, 0.75, 2.0, towers=2, channels=c,
                                                                              method=way)

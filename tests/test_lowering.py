@@ -199,7 +199,7 @@ def test_every_way_of_running_towers_on_one_device_is_the_same_net(conv, lrn):
 
 
 def test_a_bad_tower_op_is_a_usage_error():
-    with pytest.raises(netdsl.UsageError, match="tower_ops\\['lrn'\\] must be one of pool, band, slices"):
+    with pytest.raises(netdsl.UsageError, match="tower_ops\\['lrn'\\] must be one of pool, band, slices, fused"):
         spec("alexnet").to_torch(towers={"lrn": "fast"})
     with pytest.raises(netdsl.UsageError, match="unknown op 'pool'"):
         spec("alexnet").to_torch(towers={"pool": "band"})

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+
 Pads = tuple[int, int, int, int]  # F.pad order: left, right, top, bottom
 
 
@@ -283,12 +285,14 @@ class TowerConv2d(nn.Conv2d):
 
 class TowerLRN(nn.LocalResponseNorm):
     """Across-channel LRN whose channel window stops at tower boundaries, with no slices and no cat.
-    Two ways to get the window sums of x^2 (options.TOWER_OPS["lrn"]):
+    Three ways (options.TOWER_OPS["lrn"]):
 
-      pool  PyTorch's own formulation (F.local_response_norm), with the towers as the pooled tensor's
-            channel axis: x^2 viewed N x towers x C/towers x H x W, zero padded, avg_pool3d.
-      band  one 1x1 convolution with a constant 0/1 band matrix, block diagonal (groups = towers), so
-            cuDNN sums in one pass, in any memory format.
+      pool   PyTorch's own formulation (F.local_response_norm), with the towers as the pooled tensor's
+             channel axis: x^2 viewed N x towers x C/towers x H x W, zero padded, avg_pool3d.
+      band   the window sums of x^2 as one 1x1 convolution with a constant 0/1 band matrix, block
+             diagonal (groups = towers), so cuDNN sums in one pass, in any memory format.
+      fused  all of it in one Triton kernel forward and one backward (kernels.lrn; band for fp64 or
+             more than kernels.MAX_CHANNELS channels).
 
     On an H200 the pool formulation took 9.7 ms forward + backward for the paper's norm1
     (256x96x55x55, bf16, channels_last), 30 times conv1 (bench/RESULTS-gpu.md); band was written
@@ -306,7 +310,9 @@ class TowerLRN(nn.LocalResponseNorm):
         self.register_buffer("band", band.repeat(towers, 1)[:, :, None, None], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sums = self._band_sums(x) if self.method == "band" else self._pool_sums(x)
+        if self.method == "fused" and x.dtype != torch.float64 and self.channels <= kernels.MAX_CHANNELS:
+            return kernels.lrn(x, self.size, self.alpha, self.beta, self.k, self.towers)
+        sums = self._band_sums(x) if self.method in ("band", "fused") else self._pool_sums(x)
         sums = sums.to(torch.promote_types(sums.dtype, torch.float32))  # bf16/fp16 -> fp32; fp64 stays
         scale = (sums * (self.alpha / self.size) + self.k).pow(-self.beta)
         return (x * scale).to(x.dtype)

@@ -24,9 +24,10 @@ import torch
 from torch import fx, nn
 
 from .. import layers
-from ..errors import LoweringError
+from ..errors import LoweringError, UsageError
 from ..ir import Graph, Node
 from .builders import BUILDERS
+from . import kernels
 from .codegen import generate
 from .devices import DeviceLike, amp_dtype, resolve_devices
 from .modules import TowerConv2d, TowerLocal, TowerLRN
@@ -47,6 +48,8 @@ def lower(graph: Graph, devices: Sequence[DeviceLike] | DeviceLike | None = None
     """Build the module for a checked graph (see docs/lowering.md for the contract)."""
     placed = tuple(resolve_devices(graph, devices))
     ops = tower_ops(towers, placed[0].type if placed else "cpu", amp)
+    if ops["lrn"] == "fused" and (why := kernels.available(placed[0].type if placed else "cpu")):
+        raise UsageError(f"tower_ops['lrn'] = 'fused' is {why}; use band, pool or slices here")
     options = Options(placed, logits, amp_dtype(amp), channels_last, ops)
     model = LoweredNet.build(graph, _module_tree(graph, options, seed), options)
     if channels_last:
@@ -83,7 +86,7 @@ def build_node(graph: Graph, node: Node, multi: bool, consumers: dict[str, list[
     towers, ops = graph.towers[node.towers].count, ops or tower_ops(None)
     if multi:
         return TowerLocal(module, towers) if layers.lookup(node.kind).mixes_channels else module
-    if isinstance(module, nn.LocalResponseNorm) and ops["lrn"] in ("band", "pool"):
+    if isinstance(module, nn.LocalResponseNorm) and ops["lrn"] in ("band", "pool", "fused"):
         return TowerLRN(module.size, module.alpha, module.beta, module.k, towers=towers,
                         channels=node.meta["in_shapes"][0][0], method=ops["lrn"])
     if layers.lookup(node.kind).mixes_channels:

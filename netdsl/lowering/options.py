@@ -14,7 +14,8 @@ EXPORT_FORMATS = ("torchscript", "onnx", "python")  # what `netdsl export` saves
 #   lrn   pool:    PyTorch's LRN formulation, windows stopping at tower edges (modules.TowerLRN)
 #         band:    window sums of x^2 as one 1x1 conv with a block-diagonal band matrix (modules.TowerLRN)
 #         slices:  nn.LocalResponseNorm per tower's channel slice, concatenated (modules.TowerLocal)
-TOWER_OPS = {"conv": ("grouped", "split"), "lrn": ("pool", "band", "slices")}
+#         fused:   one Triton kernel forward, one backward (lowering/kernels.py); CUDA only
+TOWER_OPS = {"conv": ("grouped", "split"), "lrn": ("pool", "band", "slices", "fused")}
 
 # The fastest, per device type and amp, measured by bench/gpu_bench.py (forward + backward of the paper
 # AlexNet's tower layers alone: batch 256 on an H200, bench/RESULTS-gpu.md; batch 16 on the 2-core
@@ -23,7 +24,9 @@ TOWER_OPS = {"conv": ("grouped", "split"), "lrn": ("pool", "band", "slices")}
 # fp32) and lost for the 3x3 conv4 and conv5 (1.17 vs 0.86, 1.08 vs 0.69 ms bf16); LRN `pool` beat
 # slices by 1-11% (norm1 bf16 9.66 vs 9.76 ms; `band` came after that run: not measured there yet).
 # On the CPU (fp32, batch 16) band was 1.7-2x faster than slices or pool (norm1 80 vs 144 and 169 ms), conv2
-# split 127 vs 172 ms grouped, conv4/conv5 grouped. A device type not listed uses the CPU's.
+# split 127 vs 172 ms grouped, conv4/conv5 grouped. A device type not listed uses the CPU's. `fused` (a
+# Triton LRN, written after the H200 run, checked on the CPU through Triton's interpreter) is not the
+# default anywhere until bench/gpu_bench.py has measured it on a GPU.
 FASTEST: dict[tuple[str, str], dict[str, str]] = {
     ("cpu", "none"): {"conv": "grouped", "conv5x5": "split", "lrn": "band"},
     ("cpu", "bf16"): {"conv": "grouped", "conv5x5": "split", "lrn": "band"},  # (emulated bf16: not measured)

@@ -144,10 +144,13 @@ def _lrn(node: Node, ctx: Context) -> list[Saved]:
     """x / (k + alpha/n * window sum of x^2)^beta, as PyTorch composes it: the input, the squares padded
     by n - 1 channels per tower (the window sum), the power's base and the divisor, fp32 under autocast.
     Towers on one device lowered as a band matrix (lowering/options.py, the CPU's choice) save the input
-    and three tensors of its size instead (one of them half under autocast: the scale cast back)."""
+    and three tensors of its size instead (one of them half under autocast: the scale cast back); the
+    fused kernel saves the input and its fp32 scale."""
     n_in, c = numel(node.shape), node.shape[0]
     wide = "fp32" if ctx.amp else ctx.act()
     towers = ctx.graph.towers[node.towers].count if node.partitioned else 1
+    if towers > 1 and ctx.tower_ops.get("lrn") == "fused":  # kernels.lrn keeps its input and the fp32 scale
+        return _input(node, ctx) + [ctx.extra(node, "scale", n_in, "fp32")]
     if towers > 1 and ctx.tower_ops.get("lrn") == "band":  # the squares are the band conv's input
         return _input(node, ctx) + [ctx.extra(node, "squares", n_in, ctx.act()), ctx.extra(node, "base", n_in, wide),
                                     ctx.extra(node, "divisor", n_in, wide)]
