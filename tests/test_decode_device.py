@@ -223,3 +223,21 @@ def test_decoding_ahead_keeps_order_raises_the_threads_errors_and_stops_when_lef
     while _decode_threads() and time.time() < deadline:
         time.sleep(0.01)
     assert not _decode_threads()
+
+
+def test_decode_on_a_device_no_decoder_runs_on_is_a_clear_error(folder):  # noqa: F811
+    """A CUDA device that is not there runs no decoder: asked for explicitly, a usage error naming both
+    decoders' reasons; `auto` would fall back to the workers."""
+    from netdsl.errors import UsageError
+    from netdsl.training.config import Config
+    from netdsl.training.data import open_data
+    from netdsl.training.loading import decode_device
+    if torch.cuda.device_count() > 7:
+        pytest.skip("cuda:7 is here")
+    data, absent = open_data(folder, 3), torch.device("cuda", 7)
+    with pytest.raises(UsageError, match=r"decode = device: no JPEG decoder runs on cuda:7 \(TorchCodec: .*; torchvision: "):
+        decode_device(Config(decode="device"), data, absent)
+    device, why = decode_device(Config(decode="auto"), data, absent)
+    assert device is None and why.startswith("no JPEG decoder runs on cuda:7")
+    assert decode_device(Config(decode="workers"), data, absent) == (None, "")
+    assert decode_device(Config(decode="device"), data, torch.device("cpu")) == (torch.device("cpu"), "")

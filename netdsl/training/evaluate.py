@@ -122,7 +122,7 @@ def run_eval(net: Net, weights: str | Path, data: str | None, *, crops: Sequence
         per_batch = batch_size or max(t.config.batch_size // view.crops, 1)
         loader = make_loader(dataset.val, view, batch_size=per_batch, workers=worker_count(t.config, dataset),
                              train=False, seed=t.config.seed, pin_memory=t.device.type == "cuda",
-                             decode_on=decode_device(t.config, dataset, t.device))
+                             decode_on=decode_device(t.config, dataset, t.device)[0])
         label = "centre crop" if view.crops == 1 else f"{view.crops} crops"
         results.append((label, evaluate(t.model, loader, preprocess, t.out_device, label)))
     return dataset.name, results

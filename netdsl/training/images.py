@@ -171,7 +171,7 @@ def jpeg_decoder(device: str = "cpu") -> tuple[Callable[..., torch.Tensor], dict
     list), from TorchCodec, which replaces torchvision.io's decoders (deprecated since torchvision 0.29);
     torchvision's where TorchCodec cannot decode there (not installed, built for another torch, or
     built without CUDA), whose DeprecationWarning then says so. Same libjpeg-turbo on the CPU, same
-    pixels (tests/test_data.py)."""
+    pixels (tests/test_data.py). RuntimeError when neither decodes on `device`."""
     probe = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 30, 90)).save(probe, "JPEG")  # it must decode, not just import
     probe_bytes = torch.frombuffer(bytearray(probe.getvalue()), dtype=torch.uint8)
@@ -179,9 +179,14 @@ def jpeg_decoder(device: str = "cpu") -> tuple[Callable[..., torch.Tensor], dict
         from torchcodec.decoders import decode_jpeg
         decode_jpeg(probe_bytes, mode="RGB", device=device)
         return functools.partial(decode_jpeg, device=device), {1: "GRAY", 3: "RGB"}
-    except (ImportError, OSError, RuntimeError, ValueError):
+    except Exception as err:  # noqa: BLE001  (whatever a missing or mismatched build raises)
+        codec = f"TorchCodec: {_first_line(err)}"
+    try:
         from torchvision.io import ImageReadMode, decode_jpeg as tv_decode_jpeg
+        tv_decode_jpeg(probe_bytes, mode=ImageReadMode.RGB, device=device)
         return functools.partial(tv_decode_jpeg, device=device), {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+    except Exception as err:  # noqa: BLE001
+        raise RuntimeError(f"no JPEG decoder runs on {device} ({codec}; torchvision: {_first_line(err)})") from None
 
 
 def max_reduction(boxes: Sequence["Box"], size: tuple[int, int]) -> int:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import torch
 
-from ..errors import BadImage
+from ..errors import BadImage, UsageError
 from ..ir import Graph
 from .config import Config
 from .data import Batch, CropDataset, DataSet, Encoded, EpochSampler, ImageSource, Stats, pass_batch
@@ -37,11 +37,19 @@ def worker_count(config: Config, data: DataSet) -> int:
     return config.workers if config.workers >= 0 else min(8, os.cpu_count() or 1)
 
 
-def decode_device(config: Config, data: DataSet, device: torch.device) -> torch.device | None:
-    """The device that decodes the JPEGs, or None for the loader workers (see Config.decode)."""
+def decode_device(config: Config, data: DataSet, device: torch.device) -> tuple[torch.device | None, str]:
+    """(the device that decodes the JPEGs, or None for the loader workers; why not the device, when
+    `auto` would have chosen it and cannot). See Config.decode; UsageError when `device` is asked for
+    and no decoder runs there."""
     if data.in_memory or config.decode == "workers" or (config.decode == "auto" and device.type != "cuda"):
-        return None
-    return device
+        return None, ""
+    try:
+        jpeg_decoder(str(device))
+    except RuntimeError as err:
+        if config.decode == "device":
+            raise UsageError(f"decode = device: {err}; use decode = workers") from None
+        return None, str(err)
+    return device, ""
 
 
 def _own_process_group(_: int) -> None:

@@ -173,7 +173,7 @@ class Trainer:
     def _loaders(self) -> tuple[Loader, Loader]:
         c, d = self.config, self.dist
         workers, per_rank = worker_count(c, self.data), c.batch_size // d.world
-        pin, decode_on = self.device.type == "cuda", decode_device(c, self.data, self.device)
+        pin, (decode_on, self.decode_note) = self.device.type == "cuda", decode_device(c, self.data, self.device)
         train = make_loader(self.data.train, train_view(c, self.size), batch_size=per_rank, workers=workers,
                             train=True, seed=c.seed, rank=d.rank, world=d.world, pin_memory=pin, decode_on=decode_on)
         val = make_loader(self.data.val, test_view(c, self.size), batch_size=per_rank, workers=workers,
@@ -190,7 +190,8 @@ class Trainer:
                       f"parameters on {', '.join(map(str, self.devices))}"
                       + (f" x {self.dist.world} processes" if self.dist.world > 1 else "")
                       + f"; {self.train_loader.loader.num_workers} loader worker(s) per process"
-                      + (f", JPEGs decoded on {self.train_loader.decoder.device}" if self.train_loader.decoder else ""))
+                      + (f", JPEGs decoded on {self.train_loader.decoder.device}" if self.train_loader.decoder else "")
+                      + (f", JPEGs decoded by the workers: {self.decode_note}" if self.decode_note else ""))
         if p.epoch >= c.epochs:
             self.log.info(f"the run has already trained {p.epoch} of {c.epochs} epochs; "
                           "give --epochs N to train further")
