@@ -5,6 +5,8 @@ runs; on CUDA (where there is one) it must give the same crops within the decode
 from __future__ import annotations
 
 import io
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +26,8 @@ from netdsl.training.images import (CentreView, PaperTrainView, RandomResizedVie
                                     plain_jpeg_size, resample)
 from netdsl.training.loading import DeviceDecoder, make_loader
 from netdsl.training.store import StoreSource
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # sizes at which no crop of the hostile folder's images (at most 120 pixels a side) is half the output
 # size or more: the workers decode every JPEG at full size, as the device does
@@ -241,3 +245,47 @@ def test_decode_on_a_device_no_decoder_runs_on_is_a_clear_error(folder):  # noqa
     assert device is None and why.startswith("no JPEG decoder runs on cuda:7")
     assert decode_device(Config(decode="workers"), data, absent) == (None, "")
     assert decode_device(Config(decode="device"), data, torch.device("cpu")) == (torch.device("cpu"), "")
+
+
+BATCHED = r'''
+import json, sys, torch
+from pathlib import Path
+from netdsl.training.data import CropDataset, FileSource, scan_layout
+from netdsl.training.images import CentreView, PaperTrainView, RandomResizedView, TenCropView
+from netdsl.training.loading import DeviceDecoder
+from netdsl.training.store import StoreSource
+hostile, store = Path(sys.argv[1]), Path(sys.argv[2])
+# small crops and a dozen images per source: the interpreter runs each program's loops in Python
+# (scales near 1: the taps a program loops over grow with the square of the scale)
+views = {"paper": PaperTrainView((64, 64), 73), "random_resized": RandomResizedView((64, 64)),
+         "centre": CentreView((64, 80), 72), "ten": TenCropView((64, 64), 73)}
+layout = scan_layout(hostile)
+sources = {"folder": FileSource(layout.splits["train"] + layout.splits["val"], 3), "store": StoreSource(store, "train", 3)}
+out = []
+for vname, view in views.items():
+    for sname, source in sources.items():
+        keys = [(i, 5) for i in range(0, len(source), 4 if vname == "ten" else 2)]
+        workers = CropDataset(source, view, seed=3).__getitems__(keys)
+        decoder = DeviceDecoder(3, view, torch.device("cpu"), batched=True)
+        assert decoder.batched
+        device = decoder(CropDataset(source, view, seed=3, encode=True).__getitems__(keys))
+        diff = (device.images.int() - workers.images.int()).abs()
+        out.append(dict(view=vname, source=sname, max=diff.max().item(), mean=diff.float().mean().item(),
+                        labels=torch.equal(device.labels, workers.labels), skipped=device.skipped == workers.skipped))
+print(json.dumps(out))
+'''
+
+
+def test_the_one_launch_cut_cuda_uses_is_within_one_level_of_the_workers(hostile, store):
+    """device_crops.cut (a Triton kernel cutting a whole batch, the CUDA path) run by Triton's interpreter
+    on the CPU: every view, the hostile folder and a store, against the workers' crops."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", BATCHED, str(hostile), str(store)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(rows) == 8
+    for r in rows:
+        # the CPU's uint8 path rounds between its two 1-d passes; the kernel sums in one 2-d pass
+        assert r["labels"] and r["skipped"] and r["max"] <= 1 and r["mean"] < 0.5, r

@@ -71,11 +71,20 @@ class DeviceDecoder:
     included); one that nothing decodes is skipped and reported like any bad file.
     """
 
-    def __init__(self, channels: int, view: View, device: torch.device):
+    def __init__(self, channels: int, view: View, device: torch.device, batched: bool | None = None):
+        """`batched`: cut every crop of a batch in one kernel launch (device_crops.py; default: on CUDA),
+        else image by image with PyTorch ops (on the CPU, the workers' own uint8 arithmetic)."""
         self.channels, self.size, self.crops = channels, view.size, view.crops
         self.device = device
         self.decode, modes = jpeg_decoder(str(device))
         self.mode = modes[channels]
+        self.batched = device.type == "cuda" if batched is None else batched
+        if self.batched:
+            try:
+                from . import device_crops
+                self.cut = device_crops.cut
+            except ImportError:  # no Triton
+                self.batched = False
 
     def __call__(self, enc: Encoded) -> Batch:
         n, (h, w) = len(enc.labels), self.size
@@ -87,26 +96,32 @@ class DeviceDecoder:
             out[ready] = enc.images.to(self.device, non_blocking=True)
         keep = torch.ones(n, dtype=torch.bool)
         skipped = list(enc.skipped)
-        flips = []
+        images, cuts = [], []  # the decoded images; (image, box, place in `out`) per crop
         for img, boxes, slot, name in zip(self._decode(enc), enc.boxes.tolist(), slots, enc.names):
             if isinstance(img, str):
                 keep[slot] = False
                 skipped.append((name, img))
                 continue
-            for k, (top, left, height, width, flip) in enumerate(boxes):
-                dst = out[slot, k] if self.crops > 1 else out[slot]
-                top_, bottom, left_, right = crop_bounds(img.shape, Box(top, left, height, width))
-                region = img[None, :, top_:bottom, left_:right]
-                dst.copy_(region[0] if region.shape[-2:] == self.size else resample(region, self.size)[0])
-                if flip:
-                    flips.append((slot, k))
-        if flips:  # one gather and scatter for the whole batch, not one kernel per image
-            index = tuple(torch.tensor(c, device=self.device) for c in zip(*flips))
-            index = index if self.crops > 1 else index[:1]
-            out[index] = out[index].flip(-1)
+            cuts += [(len(images), Box(*b[:4], bool(b[4])), slot * self.crops + k) for k, b in enumerate(boxes)]
+            images.append(img)
+        if not (self.batched and self.cut(images, cuts, out)):
+            self._cut(images, cuts, out.view(-1, self.channels, h, w))
         if not keep.all():
             out = out[keep.to(self.device)]
         return Batch(out, enc.labels[keep], skipped)
+
+    def _cut(self, images: list[torch.Tensor], cuts: list[tuple[int, Box, int]], out: torch.Tensor) -> None:
+        """Image by image: images.crop_resize's arithmetic, flips gathered into one copy."""
+        flips = []
+        for i, box, place in cuts:
+            top, bottom, left, right = crop_bounds(images[i].shape, box)
+            region = images[i][None, :, top:bottom, left:right]
+            out[place].copy_(region[0] if region.shape[-2:] == self.size else resample(region, self.size)[0])
+            if box.flip:
+                flips.append(place)
+        if flips:  # one gather and scatter for the whole batch, not one kernel per image
+            index = torch.tensor(flips, device=self.device)
+            out[index] = out[index].flip(-1)
 
     def ahead(self, encoded: Iterator[Encoded], depth: int = 2) -> Iterator[Batch]:
         """The batches of `encoded`, decoded by a thread of their own up to `depth` batches ahead (on
