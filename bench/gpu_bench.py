@@ -42,9 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import netdsl  # noqa: E402
-from netdsl.lowering import kernels  # noqa: E402
 from netdsl.lowering.modules import TowerConv2d, TowerLocal, TowerLRN  # noqa: E402
-from netdsl.lowering.options import TOWER_OPS  # noqa: E402
+from netdsl.lowering.options import TOWER_OPS, fused_lrn_unavailable  # noqa: E402
 from reference_nets import TORCHVISION_ALEXNET, rename_state_dict  # noqa: E402
 
 AMP = {"fp32": None, "bf16": torch.bfloat16}
@@ -159,7 +158,7 @@ def model_rows(b: Bench) -> None:
 
 def lrn_ways(device: torch.device) -> tuple[str, ...]:
     """Every LRN tower op this device runs (the fused one is a Triton kernel: CUDA only)."""
-    return tuple(w for w in TOWER_OPS["lrn"] if w != "fused" or kernels.available(device.type) is None)
+    return tuple(w for w in TOWER_OPS["lrn"] if w != "fused" or fused_lrn_unavailable(device.type) is None)
 
 
 def measure(b: Bench, which: str, towers: dict | None, amp: str, cl: bool, compiled: bool,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
+from .options import FUSED_LRN_MAX_CHANNELS
 
 Pads = tuple[int, int, int, int]  # F.pad order: left, right, top, bottom
 
@@ -292,7 +292,7 @@ class TowerLRN(nn.LocalResponseNorm):
       band   the window sums of x^2 as one 1x1 convolution with a constant 0/1 band matrix, block
              diagonal (groups = towers), so cuDNN sums in one pass, in any memory format.
       fused  all of it in one Triton kernel forward and one backward (kernels.lrn; band for fp64 or
-             more than kernels.MAX_CHANNELS channels).
+             more than options.FUSED_LRN_MAX_CHANNELS channels).
 
     On an H200 the pool formulation took 9.7 ms forward + backward for the paper's norm1
     (256x96x55x55, bf16, channels_last), 30 times conv1 (bench/RESULTS-gpu.md); band was written
@@ -310,7 +310,8 @@ class TowerLRN(nn.LocalResponseNorm):
         self.register_buffer("band", band.repeat(towers, 1)[:, :, None, None], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.method == "fused" and x.dtype != torch.float64 and self.channels <= kernels.MAX_CHANNELS:
+        if self.method == "fused" and x.dtype != torch.float64 and self.channels <= FUSED_LRN_MAX_CHANNELS:
+            from . import kernels  # imports Triton: only where a fused LRN runs
             return kernels.lrn(x, self.size, self.alpha, self.beta, self.k, self.towers)
         sums = self._band_sums(x) if self.method in ("band", "fused") else self._pool_sums(x)
         sums = sums.to(torch.promote_types(sums.dtype, torch.float32))  # bf16/fp16 -> fp32; fp64 stays

@@ -27,11 +27,10 @@ from .. import layers
 from ..errors import LoweringError, UsageError
 from ..ir import Graph, Node
 from .builders import BUILDERS
-from . import kernels
 from .codegen import generate
 from .devices import DeviceLike, amp_dtype, resolve_devices
 from .modules import TowerConv2d, TowerLocal, TowerLRN
-from .options import tower_choice, tower_ops
+from .options import fused_lrn_unavailable, tower_choice, tower_ops
 from .towers import TowerSplit, canonical_keys, own_slice, tower_module
 
 # Producers whose output an in-place ReLU may overwrite: a fresh tensor their backward does not need.
@@ -48,7 +47,7 @@ def lower(graph: Graph, devices: Sequence[DeviceLike] | DeviceLike | None = None
     """Build the module for a checked graph (see docs/lowering.md for the contract)."""
     placed = tuple(resolve_devices(graph, devices))
     ops = tower_ops(towers, placed[0].type if placed else "cpu", amp)
-    if ops["lrn"] == "fused" and (why := kernels.available(placed[0].type if placed else "cpu")):
+    if ops["lrn"] == "fused" and (why := fused_lrn_unavailable(placed[0].type if placed else "cpu")):
         raise UsageError(f"tower_ops['lrn'] = 'fused' is {why}; use band, pool or slices here")
     options = Options(placed, logits, amp_dtype(amp), channels_last, ops)
     model = LoweredNet.build(graph, _module_tree(graph, options, seed), options)

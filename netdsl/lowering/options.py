@@ -36,6 +36,21 @@ FASTEST: dict[tuple[str, str], dict[str, str]] = {
 }
 
 
+FUSED_LRN_MAX_CHANNELS = 1024  # kernels.py: one program holds every channel of its positions
+
+
+def fused_lrn_unavailable(device_type: str) -> str | None:
+    """None when the fused LRN (a Triton kernel, lowering/kernels.py) runs on this device type, else why
+    not. Triton's interpreter (TRITON_INTERPRET=1) runs it on the CPU, for tests."""
+    import importlib.util
+    import os
+    if device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return "a Triton kernel: it runs on CUDA devices"
+    if importlib.util.find_spec("triton") is None:
+        return "a Triton kernel, and Triton is not installed"
+    return None
+
+
 def check_amp(value: str | None) -> str:
     """An `amp` value as given (None counts as "none"); UsageError for anything else."""
     if value is None:
