@@ -382,3 +382,35 @@ def test_main_job_alexnet_mini_on_bundled_digits(tmp_path):
                           text=True, timeout=1800)
     assert done.returncode == 0, done.stdout + done.stderr
     assert max(float(r["val_acc1"]) for r in rows(out)) >= 95
+
+
+def test_a_signal_during_a_log_write_is_noted_not_a_crash(tmp_path):
+    """Ctrl-C once ended a run with "reentrant call inside BufferedWriter": the handler wrote to
+    train.log while the loop was writing to it. Here the write blocks on a full pipe, SIGTERM arrives
+    in the middle of it, and the handler must neither crash nor lose its line."""
+    import threading
+
+    from netdsl.training.loop import Dist, StopFlag
+    from netdsl.training.rundir import RunLog
+    log = RunLog(Dist())
+    read_end, write_end = os.pipe()
+    log.file = open(write_end, "w", buffering=1)
+    got: list[bytes] = []
+
+    def interrupt_then_drain() -> None:
+        time.sleep(0.3)  # the main thread is blocked in the write by now (the pipe holds 64 KiB)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        time.sleep(0.1)
+        while chunk := os.read(read_end, 1 << 16):
+            got.append(chunk)
+
+    reader = threading.Thread(target=interrupt_then_drain)
+    reader.start()
+    with StopFlag(log) as stop:
+        log._write("x" * (1 << 20))  # far more than the pipe holds: blocks until drained
+        log._write("after")
+    log.file.close()
+    reader.join(timeout=30)
+    text = b"".join(got).decode()
+    assert stop.signum == signal.SIGTERM
+    assert "SIGTERM: stopping after this step and saving" in text and text.rstrip().endswith("after")

@@ -103,8 +103,8 @@ class StopFlag:
         if self.signum and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
-        self.log.info(f"\n{signal.Signals(signum).name}: stopping after this step and saving "
-                      "(Ctrl-C again quits without saving)")
+        self.log.from_signal(f"\n{signal.Signals(signum).name}: stopping after this step and saving "
+                             "(Ctrl-C again quits without saving)")
 
 
 # ----------------------------------------------------------------------------- the trainer

@@ -54,6 +54,19 @@ class RunLog:
     def __init__(self, dist: "Dist"):
         self.dist = dist
         self.file = None
+        self._pending: list[str] = []  # lines said by a signal handler, for train.log
+
+    def from_signal(self, msg: str) -> None:
+        """`info` for a signal handler. The handler runs between two bytecodes of the main thread, maybe
+        inside a write to stdout or train.log, where writing to the same buffered file raises "reentrant
+        call inside BufferedWriter" (and ended a Ctrl-C'd run): so the line goes to the terminal with
+        one unbuffered os.write, and to train.log with the next line written there."""
+        if self.dist.main:
+            try:
+                os.write(sys.stdout.fileno(), (msg + "\n").encode())
+            except (OSError, ValueError):  # no usable stdout (closed, or replaced by an object without a descriptor)
+                pass
+            self._pending.append(msg)
 
     def open(self, path: Path) -> None:
         self.file = open(path, "a", buffering=1)
@@ -70,14 +83,18 @@ class RunLog:
             self._write(f"warning: {msg}")
 
     def _write(self, msg: str) -> None:
+        pending, self._pending = self._pending, []
         if self.file:
             try:
-                self.file.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} {msg}\n")
+                for line in (*pending, msg):
+                    self.file.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} {line}\n")
             except OSError as err:  # a full disk must not end a run over its log: say so once, go on
                 self.file = None
                 print(f"warning: train.log is no longer written ({err.strerror or err})", file=sys.stderr)
 
     def close(self) -> None:
+        if self._pending:
+            self._write(self._pending.pop())
         if self.file:
             self.file.close()
 
