@@ -377,13 +377,8 @@ class Importer:
 
     def _convolutional(self, index: int, section: Section, current: Output) -> Output:
         c, h, w = self._image(index, section, current)
-        filters = self.number(section, "filters", 1)
-        size = self.number(section, "size", 1)
-        stride = self.number(section, "stride", 1)
-        pad = self.number(section, "pad", 0)
-        padding = self.number(section, "padding", 0)
+        filters, size, stride, padding, bn = self._window_options(section)
         groups = self.number(section, "groups", 1)
-        bn = self.number(section, "batch_normalize", 0)
         self.refuse_options(index, section, {
             "binary": (0, "binarised weights are not supported"),
             "xnor": (0, "XNOR (binarised) convolution is not supported"),
@@ -395,8 +390,6 @@ class Importer:
             "share_index": ("", "AlexeyAB's weight sharing is not imported"),
         })
         section.find("dot")  # a training-time regulariser on the weights
-        if pad:
-            padding = size // 2  # parse_convolutional: if(pad) padding = size/2
         if min(filters, size, stride, groups) < 1:
             self._fail(f"layer {index}: filters, size, stride and groups must be at least 1", section.span)
         if c % groups or filters % groups:
@@ -418,24 +411,12 @@ class Importer:
         flops = 2.0 * filters * size * size * c / groups * oh * ow / 1e9
         printed = (f"{index} conv {filters} {size}x{size}/{stride} {w}x{h}x{c} -> {ow}x{oh}x{filters} "
                    f"{flops:.3f} BFLOPs")
-        out = self.emit(f"conv{index}", "conv", [fmt(filters), fmt(size)], kwargs, [current.node],
-                        (filters, oh, ow), section.span, printed)
-        self.layer_map[str(index)] = out.node
-        if bn:
-            out = self.emit(f"conv{index}_bn", "batchnorm", [], {}, [out.node], out.shape,
-                            self.span_of(section, "batch_normalize"))
-        return self.activation(index, section, f"conv{index}", out, "logistic")
+        return self._weighted(index, section, f"conv{index}", "conv", [fmt(filters), fmt(size)], kwargs, current,
+                              (filters, oh, ow), printed, bn)
 
     def _deconvolutional(self, index: int, section: Section, current: Output) -> Output:
         c, h, w = self._image(index, section, current)
-        filters = self.number(section, "filters", 1)
-        size = self.number(section, "size", 1)
-        stride = self.number(section, "stride", 1)
-        pad = self.number(section, "pad", 0)
-        padding = self.number(section, "padding", 0)
-        bn = self.number(section, "batch_normalize", 0)
-        if pad:
-            padding = size // 2
+        filters, size, stride, padding, bn = self._window_options(section)
         oh, ow = (h - 1) * stride + size - 2 * padding, (w - 1) * stride + size - 2 * padding
         if oh < 1 or ow < 1:
             self._fail(f"layer {index}: the output would be {oh}x{ow}", section.span)
@@ -445,13 +426,8 @@ class Importer:
         if bn:
             kwargs["bias"] = "false"
         printed = f"{index} deconv {filters} {size}x{size}/{stride} {w}x{h}x{c} -> {ow}x{oh}x{filters}"
-        out = self.emit(f"deconv{index}", "convtranspose", [fmt(filters), fmt(size)], kwargs, [current.node],
-                        (filters, oh, ow), section.span, printed)
-        self.layer_map[str(index)] = out.node
-        if bn:
-            out = self.emit(f"deconv{index}_bn", "batchnorm", [], {}, [out.node], out.shape,
-                            self.span_of(section, "batch_normalize"))
-        return self.activation(index, section, f"deconv{index}", out, "logistic")
+        return self._weighted(index, section, f"deconv{index}", "convtranspose", [fmt(filters), fmt(size)], kwargs,
+                              current, (filters, oh, ow), printed, bn)
 
     def _connected(self, index: int, section: Section, current: Output) -> Output:
         output = self.number(section, "output", 1)
@@ -460,13 +436,28 @@ class Importer:
             self._fail(f"layer {index}: output must be at least 1", self.span_of(section, "output"))
         inputs = math.prod(current.shape)
         kwargs = {"bias": "false"} if bn else {}
-        out = self.emit(f"fc{index}", "fc", [fmt(output)], kwargs, [current.node], (output,), section.span,
-                        f"{index} connected {inputs} -> {output}")
+        return self._weighted(index, section, f"fc{index}", "fc", [fmt(output)], kwargs, current, (output,),
+                              f"{index} connected {inputs} -> {output}", bn)
+
+    def _window_options(self, section: Section) -> tuple[int, int, int, int, int]:
+        """filters, size, stride, padding and batch_normalize of a (de)convolutional section."""
+        filters = self.number(section, "filters", 1)
+        size = self.number(section, "size", 1)
+        stride = self.number(section, "stride", 1)
+        padding = self.number(section, "padding", 0)
+        if self.number(section, "pad", 0):
+            padding = size // 2  # parse_convolutional: if(pad) padding = size/2
+        return filters, size, stride, padding, self.number(section, "batch_normalize", 0)
+
+    def _weighted(self, index: int, section: Section, name: str, kind: str, args: list[str], kwargs: dict[str, str],
+               current: Output, shape: tuple[int, ...], printed: str, bn: int) -> Output:
+        """Emit a weighted layer, then its batch norm (darknet's batch_normalize=1) and activation."""
+        out = self.emit(name, kind, args, kwargs, [current.node], shape, section.span, printed)
         self.layer_map[str(index)] = out.node
         if bn:
-            out = self.emit(f"fc{index}_bn", "batchnorm", [], {}, [out.node], out.shape,
+            out = self.emit(f"{name}_bn", "batchnorm", [], {}, [out.node], out.shape,
                             self.span_of(section, "batch_normalize"))
-        return self.activation(index, section, f"fc{index}", out, "logistic")
+        return self.activation(index, section, name, out, "logistic")
 
     def _maxpool(self, index: int, section: Section, current: Output) -> Output:
         c, h, w = self._image(index, section, current)
