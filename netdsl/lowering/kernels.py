@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
+from triton.runtime.jit import JITFunction
 
 
 @triton.jit
@@ -88,6 +89,14 @@ def _lrn_backward(dy_ptr, x_ptr, s_ptr, dx_ptr, P, C, HW, W,
     tl.store(dx_ptr + xpos + c64 * sxc, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
 
+def _traceable(kernel):
+    """wrap_triton(kernel): torch.compile and torch.export then trace into the launch. Under Triton's
+    interpreter (TRITON_INTERPRET=1, the tests on a CPU) @triton.jit makes an InterpretedFunction, which
+    runs eagerly as it is, and which torch 2.11 refuses to wrap ("wrap_triton only works on functions
+    annotated with triton.jit"; 2.14 passes it through)."""
+    return wrap_triton(kernel) if isinstance(kernel, JITFunction) else kernel
+
+
 def _launch(x: torch.Tensor, towers: int, size: int) -> tuple[tuple, dict]:
     n, c, h, w = x.shape
     block_c = triton.next_power_of_2(c)
@@ -103,8 +112,8 @@ def _lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, towers
     s = torch.empty_like(x, dtype=torch.float32)
     grid, meta = _launch(x, towers, size)
     n, c, h, w = x.shape
-    wrap_triton(_lrn_forward)[grid](x, y, s, n * h * w, c, h * w, w, *x.stride(), *y.stride(),
-                                    alpha / size, beta, k, **meta)
+    _traceable(_lrn_forward)[grid](x, y, s, n * h * w, c, h * w, w, *x.stride(), *y.stride(),
+                                   alpha / size, beta, k, **meta)
     return y, s
 
 
@@ -114,8 +123,8 @@ def _lrn_grad(dy: torch.Tensor, x: torch.Tensor, s: torch.Tensor, size: int, alp
     dx = torch.empty_like(x)
     grid, meta = _launch(x, towers, size)
     n, c, h, w = x.shape
-    wrap_triton(_lrn_backward)[grid](dy, x, s, dx, n * h * w, c, h * w, w, *dy.stride(), *x.stride(),
-                                     alpha / size, beta, k, **meta)
+    _traceable(_lrn_backward)[grid](dy, x, s, dx, n * h * w, c, h * w, w, *dy.stride(), *x.stride(),
+                                    alpha / size, beta, k, **meta)
     return dx
 
 
