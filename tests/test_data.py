@@ -308,6 +308,32 @@ def test_preprocess_normalises_and_adds_lighting():
     assert not torch.allclose(shift[0], shift[1])
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_model_sees_its_own_layout_whatever_the_batchs(channels, channels_last):
+    """The workers write crops channels-last (a plain copy of what the CPU's resampling makes); the
+    device decoder and older batches are channels-first. The model must get the same numbers either way:
+    the CPU's convolutions round differently by layout (a 1-channel batch with channels-last strides
+    changed AlexNet-mini's training curve)."""
+    source = D.ArraySource(np.random.default_rng(0).integers(0, 256, (6, 3, 20, 24), dtype=np.uint8),
+                           np.arange(6) % 2, channels)
+    view = D.PaperTrainView((16, 16), 18)
+    batch = D.CropDataset(source, view).__getitems__([(i, 0) for i in range(6)]).images
+    plain = batch.contiguous()
+    assert torch.equal(batch, plain)
+    if channels == 3:
+        assert batch.is_contiguous(memory_format=torch.channels_last) and not batch.is_contiguous()
+    else:
+        assert batch.stride() == plain.stride()  # one channel: no layout that a kernel could read two ways
+    pre = Preprocess(D.Stats.imagenet(channels), "mean_std", 0.0, torch.device("cpu"), channels_last)
+    a, b = pre(batch), pre(plain)
+    assert a.stride() == b.stride()
+    conv = torch.nn.Conv2d(channels, 8, 3)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+    assert torch.equal(conv(a), conv(b))
+
+
 def test_layout_error_for_wrong_channel_count():
     with pytest.raises(D.UsageError, match="1 \\(gray\\) or 3 \\(RGB\\)"):
         D.open_data(None, 4)

@@ -279,7 +279,7 @@ def _some(names: Sequence[str], n: int = 3) -> str:
 
 
 class Batch(NamedTuple):
-    images: torch.Tensor  # uint8, N x C x H x W, or N x crops x C x H x W for multi-crop views
+    images: torch.Tensor  # uint8, N x C x H x W, or N x crops x C x H x W for multi-crop views (any strides)
     labels: torch.Tensor  # int64, N
     skipped: list[tuple[str, str]]  # (path, reason) for files that could not be decoded
 
@@ -369,7 +369,8 @@ class ArraySource:
         if x.shape[1] == 1 and self.channels == 3:
             x = x.expand(-1, 3, -1, -1)
         elif x.shape[1] == 3 and self.channels == 1:
-            x = (x.float() @ torch.tensor([0.299, 0.587, 0.114]))[:, None].round().to(torch.uint8)
+            luma = torch.einsum("nchw,c->nhw", x.float(), torch.tensor([0.299, 0.587, 0.114]))
+            x = luma[:, None].round().to(torch.uint8)
         self._x = x.contiguous()
 
     def __len__(self) -> int:
@@ -402,7 +403,7 @@ class CropDataset(torch.utils.data.Dataset):
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> Batch | Encoded:
         n, crops = len(keys), self.view.crops
         c, (h, w) = self.source.channels, self.view.size
-        out = torch.empty((n, crops, c, h, w) if crops > 1 else (n, c, h, w), dtype=torch.uint8)
+        out = crop_buffer(n, crops, c, (h, w))
         labels, skipped, kept = [], [], 0
         jpegs: list[bytes] = []
         boxes: list[list[Box]] = []
@@ -426,10 +427,8 @@ class CropDataset(torch.utils.data.Dataset):
             except BadImage as err:
                 skipped.append((self.source.name(index), str(err)))
                 continue
-            if crops > 1:
-                torch.stack(crops_, out=out[kept])
-            else:
-                out[kept] = crops_[0]
+            for k, crop in enumerate(crops_):
+                (out[kept, k] if crops > 1 else out[kept]).copy_(crop)
             labels.append(self.source.label(index))
             kept += 1
         labels_ = torch.tensor(labels, dtype=torch.int64)
@@ -460,6 +459,22 @@ class CropDataset(torch.utils.data.Dataset):
         sy, sx = h / plan["hw"][0], w / plan["hw"][1]
         boxes = [Box(b.top * sy, b.left * sx, b.height * sy, b.width * sx, b.flip) for b in plan["boxes"]]
         return [crop_resize(img, b, self.view.size) for b in boxes]
+
+
+def crop_buffer(n: int, crops: int, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 N x C x H x W (N x crops x C x H x W when crops > 1) in channels-last memory: the CPU's
+    resampling makes each crop H x W x C in memory (images.resample), so writing it here is a plain
+    copy. Into channels-first memory it was a transposition, 0.1-0.2 ms a crop on this 2-core machine,
+    a quarter of the whole cost of a stored image (bench/RESULTS-prepare.md); Preprocess gives the
+    model the layout it runs in. One channel: plain N x C x H x W strides, the same memory order (with
+    channels-last strides a 1-channel batch would count as both layouts, and a convolution on the CPU
+    then picks its channels-last kernels: other roundings)."""
+    h, w = size
+    if channels == 1:
+        return torch.empty((n, crops, 1, h, w) if crops > 1 else (n, 1, h, w), dtype=torch.uint8)
+    if crops > 1:
+        return torch.empty((n, crops, h, w, channels), dtype=torch.uint8).permute(0, 1, 4, 2, 3)
+    return torch.empty((n, h, w, channels), dtype=torch.uint8).permute(0, 3, 1, 2)
 
 
 def pass_batch(batch: Batch) -> Batch:

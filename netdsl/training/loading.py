@@ -263,7 +263,8 @@ class Preprocess:
     normalize = "mean": pixels 0..255 minus the mean (the paper); "mean_std": (x/255 - mean) / std.
     """
 
-    def __init__(self, stats: Stats, normalize: str, lighting: float, device: torch.device):
+    def __init__(self, stats: Stats, normalize: str, lighting: float, device: torch.device,
+                 channels_last: bool = False):
         c = len(stats.mean)
         self.mean = torch.tensor(stats.mean, device=device).view(1, c, 1, 1)
         scale = torch.full((c,), 1 / 255) if normalize == "mean" else torch.tensor(stats.std)
@@ -273,10 +274,13 @@ class Preprocess:
         self.eigvec = torch.tensor(stats.eigvec, device=device)
         self.lighting = lighting
         self.device = device
+        # the model's layout, whatever the batch's (the workers' crops come channels-last): the same
+        # numbers whichever way the batch was made (the CPU's kernels differ by layout)
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
         # (x/255 + lighting - mean) / scale as one multiply and one add on the float copy
-        x = images.to(self.device, non_blocking=True).float()
+        x = images.to(self.device, non_blocking=True).contiguous(memory_format=self.layout).float()
         shift = -self.mean
         if noise is not None and self.lighting > 0:
             shift = shift + self._lighting(x.shape[0], x.shape[-3], noise)

@@ -146,7 +146,7 @@ class Trainer:
         self.scheduler = _scheduler(self.optimizer, c)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.amp == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
-        self.preprocess = Preprocess(self.data.stats, c.normalize, c.lighting, self.device)
+        self.preprocess = Preprocess(self.data.stats, c.normalize, c.lighting, self.device, c.channels_last)
         self.train_loader, self.val_loader = self._loaders()
         self.progress = Progress()
         self._skipped_shown: dict[int, int] = {}
