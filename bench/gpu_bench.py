@@ -18,7 +18,8 @@ Rows:
                    kernel, on CUDA only, also compiled). "grouped + slices" are
                    the ops the lowering used before (the plan interpreter ran exactly the hand-written
                    grouped reference's aten ops: tests/test_lowering.py).
-Per layer: forward + backward of each tower layer of the paper net alone, both ways, in ms.
+Per layer: forward + backward of each tower layer of the paper net alone, every way, in ms (the fused
+LRN also with half and twice its tile: positions x channels per Triton program, kernels.TILE).
 
 Every figure is written as soon as it is measured (`--json`), and the markdown is rewritten after
 each, so a run cut short still leaves what it measured.
@@ -206,6 +207,17 @@ def layer_rows(b: Bench) -> None:
                 module = TowerLocal(lrn, 2) if way == "slices" else TowerLRN(5, 1e-4, 0.75, 2.0, towers=2, channels=c,
                                                                              method=way)
                 layer(b, name, way, module, (n, c, size, size), amp, cl)
+                if way == "fused":  # the kernel's other tile sizes, to choose kernels.TILE by measurement
+                    from netdsl.lowering import kernels
+                    default = kernels.TILE
+                    for tile in (default // 2, default * 2):
+                        kernels.TILE = tile
+                        try:
+                            layer(b, name, f"fused, tile {tile}", module, (n, c, size, size), amp, cl)
+                        except Exception as err:  # noqa: BLE001  (a tile this GPU cannot run: measure the rest)
+                            print(f"{name} fused, tile {tile}: {type(err).__name__}: {err}", flush=True)
+                        finally:
+                            kernels.TILE = default
 
 
 def layer(b: Bench, name: str, way: str, module: nn.Module, shape: tuple, amp: str, cl: bool) -> None:
