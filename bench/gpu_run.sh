@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The GPU checks in one call: install netdsl into this machine's Python (from wheels in .whl/ where it
-# has no network), then run the parts asked for, each under its own timeout, each writing under OUTDIR.
+# The GPU checks: install netdsl into this machine's Python (from wheels in .whl/ where it has no
+# network), then run the parts asked for, in that order, each under its own timeout (seconds, the
+# variables below), each writing under OUTDIR, so a part cut short keeps what it measured.
 #   bash bench/gpu_run.sh OUTDIR [PART...]     PART: feed models memory tests (default: all four)
-#   feed    bench/feed_bench.py: netdsl train on real JPEGs (folder, prepared store; decode on the
-#           workers or the GPU) against synthetic batches (issue 11)                    ~5 min on an H200
-#   models  bench/gpu_bench.py: training steps, torchvision vs lowered, tower ops (issue 10)  ~4 min
-#   memory  bench/memory_bench.py --device cuda: estimate vs max_memory_allocated (issue 15)  ~2 min
-#   tests   the tests that need CUDA                                                      ~1-2 min
+#   tests   the tests that need CUDA                                      TEST_TIMEOUT 150    ~2 min on an H200
+#   models  bench/gpu_bench.py: training steps, torchvision vs lowered,   BENCH_TIMEOUT 300   ~3-4 min
+#           tower ops, the fused LRN's tiles (issue 10)
+#   memory  bench/memory_bench.py --device cuda: estimate vs              MEMORY_TIMEOUT 100  ~1 min
+#           max_memory_allocated (issue 15)
+#   feed    bench/feed_bench.py: netdsl train on real JPEGs (folder,      FEED_TIMEOUT 300    ~4-5 min
+#           prepared store; decode on the workers or the GPU) against synthetic batches (issue 11)
+# A device session has 15 minutes, starts and idle time included, and one call at most 10: two calls,
+#   `bash bench/gpu_run.sh OUT tests models memory` (run's timeout_s 580), then `... OUT feed` (320).
 set -uo pipefail
 OUT=${1:-/tmp/netdsl-gpu}
 shift || true
@@ -24,15 +29,15 @@ for part in $PARTS; do
     start=$(date +%s)
     case $part in
     feed)
-        timeout "${FEED_TIMEOUT:-420}" python3 "$REPO/bench/feed_bench.py" --out "$OUT/RESULTS-feed.md" \
+        timeout "${FEED_TIMEOUT:-300}" python3 "$REPO/bench/feed_bench.py" --out "$OUT/RESULTS-feed.md" \
             --json "$OUT/feed.json" > "$OUT/feed-bench.log" 2>&1
         echo "feed benchmark exit $?"; tail -25 "$OUT/feed-bench.log";;
     models)
-        timeout "${BENCH_TIMEOUT:-420}" python3 "$REPO/bench/gpu_bench.py" --out "$OUT/RESULTS-gpu.md" \
+        timeout "${BENCH_TIMEOUT:-300}" python3 "$REPO/bench/gpu_bench.py" --out "$OUT/RESULTS-gpu.md" \
             --json "$OUT/gpu.json" > "$OUT/gpu-bench.log" 2>&1
         echo "model benchmark exit $?"; tail -5 "$OUT/gpu-bench.log";;
     memory)
-        timeout "${MEMORY_TIMEOUT:-150}" python3 "$REPO/bench/memory_bench.py" --device cuda \
+        timeout "${MEMORY_TIMEOUT:-100}" python3 "$REPO/bench/memory_bench.py" --device cuda \
             --out "$OUT/RESULTS-memory.md" > "$OUT/memory-bench.log" 2>&1
         echo "memory benchmark exit $?"; tail -3 "$OUT/memory-bench.log";;
     tests)
