@@ -43,7 +43,7 @@ for part in $PARTS; do
     tests)
         timeout "${TEST_TIMEOUT:-150}" python3 -m pytest -p no:cacheprovider -q -p no:warnings --rootdir "$REPO" \
             "$REPO/tests/test_compile.py" "$REPO/tests/test_lowering.py" "$REPO/tests/test_memory.py" \
-            "$REPO/tests/test_decode_device.py" "$REPO/tests/test_kernels.py" -k "cuda or gpu" 2>&1 | tee "$OUT/gpu-tests.log" | tail -15;;
+            "$REPO/tests/test_decode_device.py" "$REPO/tests/test_kernels.py" "$REPO/tests/test_profile.py" -k "cuda or gpu" 2>&1 | tee "$OUT/gpu-tests.log" | tail -15;;
     *) echo "unknown part $part (feed models memory tests)";;
     esac
     echo "$part took $(( $(date +%s) - start )) s"
