@@ -37,7 +37,7 @@ for part in $PARTS; do
             --json "$OUT/gpu.json" > "$OUT/gpu-bench.log" 2>&1
         echo "model benchmark exit $?"; tail -5 "$OUT/gpu-bench.log";;
     memory)
-        timeout "${MEMORY_TIMEOUT:-100}" python3 "$REPO/bench/memory_bench.py" --device cuda \
+        timeout "${MEMORY_TIMEOUT:-100}" python3 "$REPO/bench/memory_bench.py" --device cuda --no-cpu \
             --out "$OUT/RESULTS-memory.md" > "$OUT/memory-bench.log" 2>&1
         echo "memory benchmark exit $?"; tail -3 "$OUT/memory-bench.log";;
     tests)

@@ -3,19 +3,22 @@
 - On the CPU (any machine): the activations autograd saves for backward, measured with
   torch.autograd.graph.saved_tensors_hooks (distinct storages, parameters excluded) over one training
   forward, against the estimate's `saved + weight copies`, at a small batch (the estimate is per image).
+- On the CPU: the peak of one SGD-with-momentum training step, from the profiler's count of allocations,
+  against the estimated peak.
 - On CUDA: one SGD-with-momentum training step's `torch.cuda.max_memory_allocated()` (the second step,
   when the momentum buffers exist) against the estimated peak, batch 64 and 256, fp32 and bf16.
 
 Nets: AlexNet (the paper's, and torchvision's), VGG-16 (specs/zoo/vgg16.net) and ResNet-50.
 
 Reproduce:  python bench/memory_bench.py                    (CPU part; writes bench/RESULTS-memory.md)
-            python bench/memory_bench.py --device cuda      (both parts, on a GPU)
+            python bench/memory_bench.py --device cuda      (both parts, on a GPU; --no-cpu: the CUDA table alone)
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -24,24 +27,12 @@ import netdsl
 from netdsl.passes.memory import training_memory
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from measure_memory import cpu_step_peak, measured_saved  # noqa: E402  (the tests' own measurements)
+
 NETS = {"AlexNet (paper, 2 towers)": "specs/alexnet.net", "AlexNet (torchvision)": "specs/alexnet-torchvision.net",
         "VGG-16": "specs/zoo/vgg16.net", "ResNet-50": "specs/zoo/resnet50.net"}
 MiB = 2 ** 20
-
-
-def saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            seen[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(seen.values())
 
 
 def cpu_rows(batch: int) -> list[str]:
@@ -51,10 +42,27 @@ def cpu_rows(batch: int) -> list[str]:
         for dtype in ("fp32", "bf16"):
             model = net.to_torch(seed=0, amp=None if dtype == "fp32" else dtype).train()
             x = torch.randn(batch, *net.graph.inputs()[0].params["shape"])
-            got = saved_bytes(model, x)
+            got = measured_saved(model, x)
             m = training_memory(net.graph, batch, dtype, "momentum", "cpu")
             est = m.saved + m.weight_copies
             rows.append(f"| {label} | {dtype} | {batch} | {got / MiB:,.1f} | {est / MiB:,.1f} | {est / got:.3f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
+def cpu_peak_rows(batch: int) -> list[str]:
+    rows = []
+    for label, spec in NETS.items():
+        net = netdsl.load(ROOT / spec)
+        for dtype in ("fp32", "bf16"):
+            if dtype == "bf16" and label == "VGG-16":  # bf16 convolutions are emulated on this CPU: minutes
+                continue
+            model = net.to_torch(seed=0, amp=None if dtype == "fp32" else dtype, logits=True).train()
+            x = torch.randn(batch, *net.graph.inputs()[0].params["shape"])
+            y = torch.randint(0, net.graph.outputs()[0].shape[0], (batch,))
+            peak = cpu_step_peak(model, x, y)
+            est = training_memory(net.graph, batch, dtype, "momentum", "cpu").peak
+            rows.append(f"| {label} | {dtype} | {batch} | {peak / MiB:,.1f} | {est / MiB:,.1f} | {est / peak:.3f} |")
             print(rows[-1], flush=True)
     return rows
 
@@ -96,9 +104,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--cpu-batch", type=int, default=4)
+    p.add_argument("--no-cpu", dest="cpu", action="store_false",
+                   help="the CUDA table alone (a GPU session's minutes; the CPU tables are in the repository)")
     p.add_argument("--out", default=str(ROOT / "bench" / "RESULTS-memory.md"))
     args = p.parse_args()
-    cpu = cpu_rows(args.cpu_batch)
+    skipped = ["| (not run: --no-cpu) | | | | | |"]
+    cpu = cpu_rows(args.cpu_batch) if args.cpu else skipped
+    cpu_peaks = cpu_peak_rows(args.cpu_batch) if args.cpu else skipped
     gpu = cuda_rows((64, 256)) if args.device == "cuda" else []
     when = datetime.date.today().isoformat()
     text = f"""# Training memory: the static estimate against measurement
@@ -111,6 +123,17 @@ GPU table). Run {when}, torch {torch.__version__}, {platform.machine()}.
 | net | dtype | batch | measured MiB | estimate MiB | estimate / measured |
 |---|---|---|---|---|---|
 {chr(10).join(cpu)}
+
+## Peak of a training step (CPU, SGD with momentum)
+
+Measured with PyTorch's profiler (`profile_memory=True`: every allocation and free, with the
+allocator's running total): what was live before the step (weights, buffers, momentum, the batch) plus
+the total's largest rise during it (tests/measure_memory.py). The estimate `as on cpu` (the CPU's tower
+ops and autocast rules). VGG-16 in bf16 is left out: its convolutions are emulated on this CPU.
+
+| net | dtype | batch | measured MiB | estimate MiB | estimate / measured |
+|---|---|---|---|---|---|
+{chr(10).join(cpu_peaks)}
 
 ## Peak of a training step (CUDA, `max_memory_allocated`, SGD with momentum)
 
