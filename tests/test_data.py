@@ -325,13 +325,15 @@ def test_the_model_sees_its_own_layout_whatever_the_batchs(channels, channels_la
         assert batch.is_contiguous(memory_format=torch.channels_last) and not batch.is_contiguous()
     else:
         assert batch.stride() == plain.stride()  # one channel: no layout that a kernel could read two ways
+    # and a batch in channels-last strides even with one channel (which then counts as both layouts)
+    last = torch.empty_like(plain, memory_format=torch.channels_last).copy_(plain)
     pre = Preprocess(D.Stats.imagenet(channels), "mean_std", 0.0, torch.device("cpu"), channels_last)
-    a, b = pre(batch), pre(plain)
-    assert a.stride() == b.stride()
+    a, b, d = pre(batch), pre(plain), pre(last)
+    assert a.stride() == b.stride() == d.stride()
     conv = torch.nn.Conv2d(channels, 8, 3)
     if channels_last:
         conv = conv.to(memory_format=torch.channels_last)
-    assert torch.equal(conv(a), conv(b))
+    assert torch.equal(conv(a), conv(b)) and torch.equal(conv(a), conv(d))
 
 
 def test_layout_error_for_wrong_channel_count():

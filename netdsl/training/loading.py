@@ -279,8 +279,14 @@ class Preprocess:
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True)
+        # exactly the layout's strides: `contiguous(memory_format=)` keeps a 1-channel batch that counts as
+        # both layouts, and the CPU's convolutions then pick their kernels by its strides
+        n, c, h, w = x.shape
+        if x.stride() != ((c * h * w, 1, w * c, c) if self.layout is torch.channels_last else (c * h * w, h * w, w, 1)):
+            x = torch.empty_like(x, memory_format=self.layout).copy_(x)
         # (x/255 + lighting - mean) / scale as one multiply and one add on the float copy
-        x = images.to(self.device, non_blocking=True).contiguous(memory_format=self.layout).float()
+        x = x.float()
         shift = -self.mean
         if noise is not None and self.lighting > 0:
             shift = shift + self._lighting(x.shape[0], x.shape[-3], noise)
