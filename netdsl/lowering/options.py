@@ -3,6 +3,9 @@ CLI's choices read them from here, so `--amp`, a train block's `amp` and `to_tor
 vocabulary, checked in one place."""
 from __future__ import annotations
 
+import importlib.util
+import os
+
 from ..errors import UsageError
 
 AMP = ("none", "bf16", "fp16")  # mixed precision: autocast to bfloat16 or float16, or none
@@ -42,8 +45,6 @@ FUSED_LRN_MAX_CHANNELS = 1024  # kernels.py: one program holds every channel of 
 def fused_lrn_unavailable(device_type: str) -> str | None:
     """None when the fused LRN (a Triton kernel, lowering/kernels.py) runs on this device type, else why
     not. Triton's interpreter (TRITON_INTERPRET=1) runs it on the CPU, for tests."""
-    import importlib.util
-    import os
     if device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return "a Triton kernel: it runs on CUDA devices"
     if importlib.util.find_spec("triton") is None:

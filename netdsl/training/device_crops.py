@@ -36,7 +36,6 @@ def taps(box_size: float, out_size: int) -> int:
     return math.ceil(2 * max(box_size / out_size, 1.0)) + 1
 
 
-
 @triton.jit
 def _window(o, crop, out_size):
     """aten's antialiased bilinear window for output index o: (centre, support, first, end) in the crop."""
