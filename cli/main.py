@@ -169,11 +169,12 @@ def main() -> None:
 @click.option("--batch", type=click.IntRange(1), help="Also estimate one training step's memory at this batch size.")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="With --batch: fp32, or autocast to bf16/fp16 (amp).")
-@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw"]), default="momentum",
-              show_default=True, help="With --batch: its state per parameter (sgd: none, momentum: 1, adam: 2).")
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw"]),
+              help="With --batch: its state per parameter (sgd: none, momentum: 1, adam: 2) and its step's copies "
+                   "(default: the spec's train block's optimizer; weight decay as there, the paper's by default).")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
               help="With --batch: what PyTorch saves differs a little (dropout masks, autocast's lists).")
-def check(spec: str, as_json: bool, emit_ir: str | None, batch: int | None, dtype: str, optimizer: str,
+def check(spec: str, as_json: bool, emit_ir: str | None, batch: int | None, dtype: str, optimizer: str | None,
           device: str) -> None:
     """Check SPEC: resolve names, infer every shape, count parameters and multiply-adds; with --batch,
     the memory of one training step (weights, gradients, optimizer state, saved activations, peak)."""
@@ -187,7 +188,9 @@ def check(spec: str, as_json: bool, emit_ir: str | None, batch: int | None, dtyp
     memory = None
     if batch:
         from netdsl.passes.memory import training_memory
-        memory = training_memory(net.graph, batch, dtype, optimizer, device)
+        from netdsl.training import config
+        recipe, decay = config.memory_optimizer(config.resolve(net.graph.training).config)
+        memory = training_memory(net.graph, batch, dtype, optimizer or recipe, device, decay)
     if as_json:
         data = net.report.to_dict()
         data["ok"] = True

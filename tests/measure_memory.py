@@ -1,21 +1,30 @@
 """Measuring a training step's memory, for tests/test_memory.py and bench/memory_bench.py.
 
 - measured_saved: the activations autograd saves for backward (saved_tensors_hooks).
-- cpu_step_peak: the peak of one SGD-with-momentum training step on the CPU. The CPU keeps no running
-  count of its allocations; PyTorch's profiler does (`profile_memory=True`: each allocation and free is
-  an instant "[memory]" event of the trace, with the allocator's running total). The running total
-  starts when the profiler does, so the peak is what was live before the step (the weights, buffers,
-  momentum buffers and the batch: their sizes) plus the total's largest rise during the step. Gradients
-  are set to None before, so that no block allocated earlier is freed inside (the profiler cannot count
-  those frees).
+- cpu_step_peak: the peak of one SGD training step on the CPU, measured with PyTorch's profiler as
+  `netdsl profile` measures it (netdsl/training/profile.py, cpu_peak_memory).
+- optimizer_step_rise: what an optimizer step allocates beside the weights, gradients and state (its
+  copies), for each optimizer in OPTIMIZER_STEPS, per-tensor or foreach.
 """
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-
 import torch
+
+from netdsl.training.profile import Step, allocation_rise, cpu_peak_memory
+
+OPTIMIZER_STEPS = {  # (the memory pass's name, weight decay): torch.optim's class and arguments
+    ("sgd", False): ("SGD", {}), ("sgd", True): ("SGD", {"weight_decay": 5e-4}),
+    ("momentum", True): ("SGD", {"momentum": 0.9, "weight_decay": 5e-4}),
+    ("nesterov", False): ("SGD", {"momentum": 0.9, "nesterov": True}),
+    ("nesterov", True): ("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
+    ("adam", False): ("Adam", {}), ("adam", True): ("Adam", {"weight_decay": 5e-4}),
+    ("adamw", True): ("AdamW", {"weight_decay": 5e-4}),
+}
+
+
+def make_optimizer(model: torch.nn.Module, name: str, decay: bool, foreach: bool) -> torch.optim.Optimizer:
+    cls, args = OPTIMIZER_STEPS[name, decay]
+    return getattr(torch.optim, cls)(model.parameters(), lr=0.01, foreach=foreach, **args)
 
 
 def measured_saved(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -35,26 +44,23 @@ def measured_saved(model: torch.nn.Module, x: torch.Tensor) -> int:
     return sum(seen.values())
 
 
-def cpu_step_peak(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Peak bytes of one training step (forward, cross-entropy, backward, SGD with momentum) on the CPU,
-    the second step: the momentum buffers exist from its start, as in every later step."""
-    from torch.profiler import ProfilerActivity, profile
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+def cpu_step_peak(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **sgd) -> int:
+    """Peak bytes of one training step (forward, cross-entropy, backward, SGD: momentum 0.9 unless `sgd`
+    says otherwise) on the CPU, measured as `netdsl profile` does (profile.cpu_peak_memory), the second
+    step: the momentum buffers exist from its start, as in every later step."""
+    opt = torch.optim.SGD(model.parameters(), **({"lr": 0.01, "momentum": 0.9} | sgd))
+    step = Step(model, [x], [y], opt, torch.amp.GradScaler("cpu", enabled=False))
+    step.train()
+    step.update()
+    return cpu_peak_memory(step)
 
-    def step() -> None:
+
+def optimizer_step_rise(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, decay: bool,
+                        foreach: bool) -> int:
+    """Bytes an optimizer step allocates at its peak (its second: the state exists), measured alone."""
+    opt = make_optimizer(model, name, decay, foreach)
+    for _ in range(2):
+        opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    step()
-    opt.zero_grad(set_to_none=True)
-    live = [*model.parameters(), *model.buffers(), *(s["momentum_buffer"] for s in opt.state.values()), x, y]
-    before = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in live}.values())
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    with tempfile.TemporaryDirectory() as tmp:
-        trace = Path(tmp) / "trace.json"
-        prof.export_chrome_trace(str(trace))
-        events = [e for e in json.loads(trace.read_text())["traceEvents"] if e.get("name") == "[memory]"]
-    events.sort(key=lambda e: e["ts"])
-    start = events[0]["args"]["Total Allocated"] - events[0]["args"]["Bytes"]
-    return before + max(e["args"]["Total Allocated"] - start for e in events)
+        rise = allocation_rise(opt.step)
+    return rise

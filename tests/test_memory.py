@@ -13,7 +13,8 @@ import netdsl
 from netdsl import layers
 from netdsl.passes.memory import SAVES, training_memory
 from conftest import ROOT, SPECS
-from measure_memory import cpu_step_peak, measured_saved
+from measure_memory import OPTIMIZER_STEPS, cpu_step_peak, make_optimizer, measured_saved
+from netdsl.training.profile import Step, cpu_peak_memory
 from test_registry import USES
 
 ZOO = ROOT / "specs" / "zoo"
@@ -58,11 +59,12 @@ def test_whole_nets_within_one_percent(spec, dtype):
 def test_check_prints_and_emits_the_memory(cli):
     result = cli("check", ROOT / "specs" / "alexnet.net", "--batch", 256, "--dtype", "bf16", "--optimizer", "sgd")
     assert result.exit_code == 0, result.output
-    assert "training memory (batch 256, bf16, sgd, as on cuda)" in result.output
+    assert "training memory (batch 256, bf16, sgd with weight decay, as on cuda)" in result.output  # the paper's
     assert "saved for backward" in result.output and "peak" in result.output
     data = json.loads(cli("check", "--json", ROOT / "specs" / "alexnet.net", "--batch", 64).output)
     mem = data["training_memory"]
-    assert mem["weights"] == mem["gradients"] == mem["optimizer_state"] == 4 * 60_965_224
+    assert mem["weights"] == mem["gradients"] == mem["optimizer_state"] == 4 * 60_965_224  # the spec's momentum
+    assert mem["optimizer"] == "momentum" and mem["weight_decay"] is True
     assert mem["peak"] >= mem["weights"] + mem["gradients"] + mem["optimizer_state"] + mem["saved"] // 2
     plain = cli("check", ROOT / "specs" / "alexnet.net").output
     assert "training memory" not in plain  # the default output is unchanged
@@ -72,6 +74,25 @@ def test_adam_keeps_two_values_per_weight_and_sgd_none():
     g = netdsl.load(ROOT / "specs" / "lenet.net").graph
     assert training_memory(g, 8, optimizer="adam").optimizer_state == 2 * 4 * 431_080
     assert training_memory(g, 8, optimizer="sgd").optimizer_state == 0
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["per-tensor (the CPU's default)", "foreach (CUDA's)"])
+@pytest.mark.parametrize("optimizer, decay", sorted(OPTIMIZER_STEPS))
+def test_the_optimizer_steps_copies_are_what_the_pass_says(optimizer, decay, foreach):
+    """A net whose optimizer step is its peak (three fc weights of different sizes, a batch of 2): the
+    measured peak is the estimate, whose step copies (all weights, the largest, twice the largest ...)
+    differ by more than the tolerance between every pair of rules."""
+    net = netdsl.loads("input data: 3x16x16\nfc1: fc(512)\nfc2: fc(256)\nfc3: fc(10)\n")
+    model = net.to_torch(seed=0, logits=True).train()
+    opt = make_optimizer(model, optimizer, decay, foreach)
+    step = Step(model, [torch.randn(2, 3, 16, 16)], [torch.randint(0, 10, (2,))], opt,
+                torch.amp.GradScaler("cpu", enabled=False))
+    step.train()
+    step.update()
+    peak = cpu_peak_memory(step)
+    # foreach: what CUDA runs by default, so the estimate "as on cuda" (the same saved tensors as the CPU's here)
+    est = training_memory(net.graph, 2, "fp32", optimizer, "cuda" if foreach else "cpu", decay)
+    assert abs(est.peak - peak) <= 0.02 * peak, f"estimate {est.peak:,} vs measured {peak:,} ({est.step_temporaries:,} copies)"
 
 
 @pytest.mark.parametrize("spec, dtype", [("alexnet-torchvision", "fp32"), ("alexnet-torchvision", "bf16"),

@@ -91,6 +91,16 @@ _CHOICES = {"recipe": RECIPES, "schedule": SCHEDULES, "crop": CROPS, "normalize"
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 
+def memory_optimizer(config: Config) -> tuple[str, bool]:
+    """The optimizer as the training-memory pass names it (passes/memory.py: sgd, momentum, nesterov,
+    adamw) and whether it decays the weights: what its state and its step's copies take."""
+    if config.optimizer == "adamw":
+        name = "adamw"
+    else:
+        name = "nesterov" if config.nesterov else "momentum" if config.momentum else "sgd"
+    return name, config.weight_decay > 0
+
+
 @dataclass
 class Resolved:
     config: Config
