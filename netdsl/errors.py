@@ -194,6 +194,13 @@ class BadImage(Error):
     """A file that cannot be decoded; the loader skips it and counts it."""
 
 
+def first_line(err: BaseException, limit: int | None = None) -> str:
+    """The whole first line of a library's error (its numbers, sizes and offsets are the point), at most
+    `limit` characters; the error's type when it says nothing."""
+    lines = str(err).strip().splitlines()
+    return lines[0].strip()[:limit] if lines else type(err).__name__
+
+
 def render_diagnostics(diagnostics: list["Diagnostic"], source: "Source | None", limit: int = MAX_SHOWN) -> str:
     """Diagnostics as a compiler prints them, the first `limit` in full and the rest counted."""
     shown = [d.render(source) for d in diagnostics[:limit]]
@@ -205,5 +212,6 @@ def render_diagnostics(diagnostics: list["Diagnostic"], source: "Source | None",
 __all__ = ["Error", "UsageError", "ConfigError", "DataError", "DeviceError", "LoweringError", "CheckpointError",
            "DiagnosticsError", "NetdslError", "CaffeImportError", "OnnxImportError", "CudaConvnetImportError",
            "DarknetImportError", "CaffeExportError",
-           "CaffeWeightsError", "IRError", "Interrupted", "DrawError", "DotNotFound", "SpecError", "BadImage", "render_diagnostics",
+           "CaffeWeightsError", "IRError", "Interrupted", "DrawError", "DotNotFound", "SpecError", "BadImage", "first_line",
+           "render_diagnostics",
            "MAX_SHOWN"]

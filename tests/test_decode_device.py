@@ -289,3 +289,25 @@ def test_the_one_launch_cut_cuda_uses_is_within_one_level_of_the_workers(hostile
     for r in rows:
         # the CPU's uint8 path rounds between its two 1-d passes; the kernel sums in one 2-d pass
         assert r["labels"] and r["skipped"] and r["max"] <= 1 and r["mean"] < 0.5, r
+
+
+def test_a_crop_kernel_that_fails_or_cuts_wrong_on_the_device_leaves_the_image_by_image_cut(monkeypatch):
+    """Fault injection: the one-launch kernel is checked against the image-by-image cut when the decoder
+    is made, so a kernel that does not compile for a GPU, or cuts wrong there, costs speed, not the run,
+    and the run's log says why (DeviceDecoder.note)."""
+    pytest.importorskip("triton")
+    from netdsl.training import device_crops
+
+    def broken(images, boxes, out):
+        raise RuntimeError("PTX .version 9.9 does not support .target sm_90a\nmore detail")
+
+    def wrong(images, boxes, out):
+        out.fill_(7)
+        return True
+    view = PaperTrainView((16, 16), 20)
+    for cut, why in ((broken, "failed here (PTX .version 9.9 does not support .target sm_90a)"),
+                     (wrong, "differs from the image-by-image cut by")):
+        monkeypatch.setattr(device_crops, "cut", cut)
+        decoder = DeviceDecoder(3, view, torch.device("cpu"), batched=True)
+        assert not decoder.batched and "crops cut image by image" in decoder.note and why in decoder.note
+    # the real kernel passes its probe: test_the_one_launch_cut_cuda_uses_is_within_one_level_of_the_workers

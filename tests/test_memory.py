@@ -4,6 +4,7 @@ bf16 autocast); the peak of a step measured on the CPU (the profiler's count of 
 CUDA's allocator where there is a GPU."""
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -93,6 +94,28 @@ def test_the_optimizer_steps_copies_are_what_the_pass_says(optimizer, decay, for
     # foreach: what CUDA runs by default, so the estimate "as on cuda" (the same saved tensors as the CPU's here)
     est = training_memory(net.graph, 2, "fp32", optimizer, "cuda" if foreach else "cpu", decay)
     assert abs(est.peak - peak) <= 0.02 * peak, f"estimate {est.peak:,} vs measured {peak:,} ({est.step_temporaries:,} copies)"
+
+
+def test_an_earlier_models_garbage_does_not_count_against_a_measured_peak():
+    """A model in a reference cycle outlives its last use until Python's cycle collector runs, which may
+    be inside the next measurement: its gradients (allocated while the profiler ran) would be counted as
+    freed there. Here the collector runs inside the measured step on purpose (a forward hook)."""
+    net = netdsl.loads("input data: 3x16x16\nfc1: fc(512)\nfc2: fc(10)\n")
+    x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,))
+    clean = cpu_step_peak(net.to_torch(seed=0, logits=True).train(), x, y)
+    old = net.to_torch(seed=0, logits=True).train()
+    old.__dict__["cycle"] = [old]
+    cpu_step_peak(old, x, y)
+    del old
+    model = net.to_torch(seed=0, logits=True).train()
+    forwards = []
+
+    def collect(*_) -> None:  # in the second forward: the measured step's
+        forwards.append(1)
+        if len(forwards) == 2:
+            gc.collect()
+    model.register_forward_hook(collect)
+    assert cpu_step_peak(model, x, y) == clean  # without profile.allocation_rise's gc.collect(): 3,201,200
 
 
 @pytest.mark.parametrize("spec, dtype", [("alexnet-torchvision", "fp32"), ("alexnet-torchvision", "bf16"),

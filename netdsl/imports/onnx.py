@@ -39,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..diagnostics import Diagnostic, did_you_mean
-from ..errors import OnnxImportError, UsageError
+from ..errors import OnnxImportError, UsageError, first_line
 from ..lang import Source
 from .base import ImportedNet, ImportOptions, Namer, Stmt, fmt, pair_text, sanitize
 
@@ -123,7 +123,7 @@ def read_model(path: str | Path, options: ImportOptions | None = None):
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # noqa: BLE001  (DecodeError, RuntimeWarning-as-error, ...: all mean the same here)
         raise _problem(path, "cannot read it as an ONNX model: the protobuf does not parse "
-                             f"({_first_line(err)})", ["is the file complete? a download or copy cut short "
+                             f"({first_line(err, 300)})", ["is the file complete? a download or copy cut short "
                                                        "leaves a file that no longer parses"]) from None
     if not model.HasField("graph") or not model.graph.node:
         raise _problem(path, "the file parses but holds no ONNX graph (no nodes)",
@@ -134,13 +134,13 @@ def read_model(path: str | Path, options: ImportOptions | None = None):
     try:
         onnx.checker.check_model(model)
     except Exception as err:  # noqa: BLE001  (ValidationError and the C++ checker's errors)
-        checker = _first_line(err)
+        checker = first_line(err, 300)
     _fix_input_shapes(model, path, options)
     inference_failed = None
     try:
         model = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception as err:  # noqa: BLE001  (it may refuse odd graphs: go on with the shapes the file stores)
-        inference_failed = _first_line(err)
+        inference_failed = first_line(err, 300)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(model)):
         try:
             external_data_helper.load_external_data_for_model(model, str(path.parent))
@@ -148,14 +148,9 @@ def read_model(path: str | Path, options: ImportOptions | None = None):
             where = {e.key: e.value for t in _all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL
                      for e in t.external_data}.get("location", "?")
             raise _problem(path, f"its weights are stored in '{where}' beside it, which cannot be read "
-                                 f"({getattr(err, 'strerror', None) or _first_line(err)})",
+                                 f"({getattr(err, 'strerror', None) or first_line(err, 300)})",
                            [f"keep {where} in the same folder as {path.name} (the exporter writes both)"]) from None
     return model, inference_failed, checker
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def _all_tensors(model):
@@ -347,7 +342,7 @@ class OnnxImporter:
             return
         except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as err:
             if not self.shadow:  # a node missing a required attribute or input, say: no traceback
-                self._error(node, f"netdsl cannot read this node ({type(err).__name__}: {_first_line(err)})",
+                self._error(node, f"netdsl cannot read this node ({type(err).__name__}: {first_line(err, 300)})",
                             ["the node may break the ONNX standard for its op; if it does not, this is a netdsl "
                              "bug worth reporting"])
                 self.failed.update(o for o in node.output if o)

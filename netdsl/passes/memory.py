@@ -9,8 +9,10 @@ state. SAVES below says, per layer kind, what netdsl's lowering saves; tests/tes
 it for every kind with torch.autograd.graph.saved_tensors_hooks and holds the table to it.
 
 The peak is simulated: forward leaves every saved tensor alive; backward then runs the layers in
-reverse, allocating each layer's parameter gradients (kept until the optimizer step) and the
-gradients flowing through it, and freeing a saved tensor after the last layer that needs it.
+reverse, allocating each layer's parameter gradients (kept until the optimizer step), the gradients
+flowing through it and what its backward holds besides (on the CPU: _backward_transients), and
+freeing a saved tensor after the last layer that needs it; the optimizer step adds its copies
+(optimizer_temporaries).
 No torch here: `netdsl check --batch 256 --dtype bf16 --optimizer sgd` stays static.
 """
 from __future__ import annotations
@@ -279,18 +281,22 @@ def training_memory(graph: Graph, batch: int, dtype: str = "fp32", optimizer: st
     activations = sum(b for k, b in size.items() if k[0] != "weights")
     weights, state = 4 * params, 4 * params * OPTIMIZERS[optimizer]
     x = sum(numel(n.shape) for n in nodes if n.kind == "input") * batch * 4
-    # backward, last layer first: a saved tensor lives until its first saver (in forward order) is done
-    alive = activations + copies
+    # backward, last layer first: a saved tensor lives until its first saver (in forward order) is done.
+    # The input batch saved as it is (by a first conv without autocast or padding) is `x` itself: counted once.
+    batch_saved = sum(b for k, b in size.items() if k[0] == "out" and graph.node(k[1]).kind == "input")
+    alive = activations + copies - batch_saved
     grads, peak = 0, weights + state + x + alive
     freed = [0] * len(nodes)  # bytes whose last use in backward is layer i (the first to save them)
     for k, (i, _) in first_saver.items():
-        freed[i] += size[k]
+        if not (k[0] == "out" and graph.node(k[1]).kind == "input"):
+            freed[i] += size[k]
     for i in range(len(nodes) - 1, -1, -1):
         n = nodes[i]
         out_grad = numel(n.shape) * batch * BYTES[_half(ctx.dtypes[n.name])]
         in_grad = sum(numel(graph.node(s).shape) for s in n.inputs) * batch * BYTES[_half(ctx.act())]
         grads += 4 * n.meta.get("param_count", 0)
-        peak = max(peak, weights + state + x + alive + grads + out_grad + in_grad)
+        inside = _backward_transients(n, ctx, out_grad, in_grad if any(grad.get(s) for s in n.inputs) else 0)
+        peak = max(peak, weights + state + x + alive + grads + out_grad + in_grad + inside)
         alive -= freed[i]
     largest = max((_weight_numel(n) for n in nodes), default=0)
     temporaries = optimizer_temporaries(params, largest, optimizer, weight_decay, foreach=device == "cuda")
@@ -302,6 +308,22 @@ def training_memory(graph: Graph, batch: int, dtype: str = "fp32", optimizer: st
     savers = sorted(per_layer.items(), key=lambda kv: -kv[1])[:5]
     return TrainingMemory(batch, dtype, optimizer, weight_decay, device, weights, 4 * params, state, copies,
                           temporaries, 4 * largest, activations, x, peak, savers)
+
+
+def _backward_transients(node: Node, ctx: Context, out_grad: int, in_grad: int) -> int:
+    """Bytes a layer's backward holds beside the gradients flowing in and out, measured on the CPU (the
+    profiler's allocations during each autograd node, bench/RESULTS-memory.md): oneDNN's convolution
+    backward holds a copy of the output gradient and of the input gradient (its blocked layout), and
+    the band LRN's power backward two tensors of the layer's size. With these the CPU estimate meets the
+    measured peak of both AlexNets at batch 64 (the peak is conv4's backward, resp. norm2's). On CUDA
+    cuDNN's workspace depends on the algorithm it picks: not modelled."""
+    if ctx.device != "cpu":
+        return 0
+    if node.kind == "conv" and in_grad:
+        return out_grad + in_grad
+    if node.kind == "lrn" and node.partitioned and ctx.tower_ops.get("lrn") == "band":
+        return 2 * out_grad
+    return 0
 
 
 def optimizer_temporaries(params: int, largest: int, optimizer: str, weight_decay: bool, foreach: bool) -> int:

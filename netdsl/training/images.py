@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from PIL.Image import DecompressionBombError
 
-from ..errors import BadImage
+from ..errors import BadImage, first_line
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif",
                               ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"})
@@ -123,15 +123,9 @@ def decode_bytes(data: bytes, channels: int, reduction: Reduction | None = None)
         # PIL refuses images of more than twice its pixel limit before decoding them: say which
         # limit, since a user with genuinely huge images may raise it
         raise BadImage(f"too many pixels to decode safely (PIL.Image.MAX_IMAGE_PIXELS): "
-                       f"{_first_line(err)}") from None
+                       f"{first_line(err)}") from None
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... for bad data
-        raise BadImage(_first_line(err)) from None
-
-
-def _first_line(err: Exception) -> str:
-    """The whole first line of an error: the numbers in it (sizes, limits, offsets) are the point."""
-    lines = str(err).strip().splitlines()
-    return lines[0].strip() if lines else type(err).__name__
+        raise BadImage(first_line(err)) from None
 
 
 def _fast_jpeg(img: Image.Image, data: bytes) -> bool:
@@ -180,13 +174,13 @@ def jpeg_decoder(device: str = "cpu") -> tuple[Callable[..., torch.Tensor], dict
         decode_jpeg(probe_bytes, mode="RGB", device=device)
         return functools.partial(decode_jpeg, device=device), {1: "GRAY", 3: "RGB"}
     except Exception as err:  # noqa: BLE001  (whatever a missing or mismatched build raises)
-        codec = f"TorchCodec: {_first_line(err)}"
+        codec = f"TorchCodec: {first_line(err)}"
     try:
         from torchvision.io import ImageReadMode, decode_jpeg as tv_decode_jpeg
         tv_decode_jpeg(probe_bytes, mode=ImageReadMode.RGB, device=device)
         return functools.partial(tv_decode_jpeg, device=device), {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
     except Exception as err:  # noqa: BLE001
-        raise RuntimeError(f"no JPEG decoder runs on {device} ({codec}; torchvision: {_first_line(err)})") from None
+        raise RuntimeError(f"no JPEG decoder runs on {device} ({codec}; torchvision: {first_line(err)})") from None
 
 
 def max_reduction(boxes: Sequence["Box"], size: tuple[int, int]) -> int:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import torch
 
-from ..errors import BadImage, UsageError
+from ..errors import BadImage, UsageError, first_line
 from ..ir import Graph
 from .config import Config
 from .data import Batch, CropDataset, DataSet, Encoded, EpochSampler, ImageSource, Stats, pass_batch
@@ -79,12 +79,31 @@ class DeviceDecoder:
         self.decode, modes = jpeg_decoder(str(device))
         self.mode = modes[channels]
         self.batched = device.type == "cuda" if batched is None else batched
+        self.note = ""  # why crops are cut image by image after all, for the run's log
         if self.batched:
             try:
                 from . import device_crops
                 self.cut = device_crops.cut
+                self._probe_cut()
             except ImportError:  # no Triton
                 self.batched = False
+            except Exception as err:  # noqa: BLE001  (a kernel that does not compile or run on this device)
+                self.batched = False
+                self.note = f"crops cut image by image: the one-launch crop kernel failed here ({first_line(err)})"
+
+    def _probe_cut(self) -> None:
+        """The one-launch cut of a small gradient image (mirrored, downscaled), against the image-by-image
+        cut: a kernel that does not compile for this device, or cuts wrong, fails here, before training."""
+        c = self.channels
+        ramp = torch.arange(c * 24 * 32, device=self.device).reshape(c, 24, 32) % 251
+        image, box = ramp.to(torch.uint8), (0, Box(2.0, 3.0, 20.0, 27.0, True), 0)
+        fast, slow = (torch.empty(1, c, *self.size, dtype=torch.uint8, device=self.device) for _ in range(2))
+        if not self.cut([image], [box], fast):
+            return  # (no launch: more taps than it handles, so `cut` declines batches like it anyway)
+        self._cut([image], [box], slow)
+        gap = (fast.int() - slow.int()).abs().max().item()
+        if gap > 1:
+            raise RuntimeError(f"its crop differs from the image-by-image cut by {gap} levels")
 
     def __call__(self, enc: Encoded) -> Batch:
         n, (h, w) = len(enc.labels), self.size

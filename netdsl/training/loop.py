@@ -191,6 +191,7 @@ class Trainer:
                       + (f" x {self.dist.world} processes" if self.dist.world > 1 else "")
                       + f"; {self.train_loader.loader.num_workers} loader worker(s) per process"
                       + (f", JPEGs decoded on {self.train_loader.decoder.device}" if self.train_loader.decoder else "")
+                      + (f" ({self.train_loader.decoder.note})" if getattr(self.train_loader.decoder, "note", "") else "")
                       + (f", JPEGs decoded by the workers: {self.decode_note}" if self.decode_note else ""))
         if p.epoch >= c.epochs:
             self.log.info(f"the run has already trained {p.epoch} of {c.epochs} epochs; "
