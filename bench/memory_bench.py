@@ -4,7 +4,9 @@
   torch.autograd.graph.saved_tensors_hooks (distinct storages, parameters excluded) over one training
   forward, against the estimate's `saved + weight copies`, at a small batch (the estimate is per image).
 - On the CPU: the peak of one SGD-with-momentum training step, from the profiler's count of allocations,
-  against the estimated peak.
+  against the estimated peak, at batch 4, 64 and 256 where RAM and time allow.
+- On the CPU: what one optimizer step allocates (its copies of the weights), for every optimizer and
+  weight decay, per-tensor (the CPU's default) and foreach (CUDA's), against optimizer_temporaries.
 - On CUDA: one SGD-with-momentum training step's `torch.cuda.max_memory_allocated()` (the second step,
   when the momentum buffers exist) against the estimated peak, batch 64 and 256, fp32 and bf16.
 

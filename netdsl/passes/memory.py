@@ -315,8 +315,11 @@ def _backward_transients(node: Node, ctx: Context, out_grad: int, in_grad: int) 
     profiler's allocations during each autograd node, bench/RESULTS-memory.md): oneDNN's convolution
     backward holds a copy of the output gradient and of the input gradient (its blocked layout), and
     the band LRN's power backward two tensors of the layer's size. With these the CPU estimate meets the
-    measured peak of both AlexNets at batch 64 (the peak is conv4's backward, resp. norm2's). On CUDA
-    cuDNN's workspace depends on the algorithm it picks: not modelled."""
+    measured peak of both AlexNets at batch 64 (the peak is conv4's backward, resp. norm2's). In bf16 on a
+    CPU without bf16 instructions (AVX2) the convolutions are emulated through fp32 copies, which hold
+    more (torchvision's AlexNet, batch 64: conv2's backward 142 MiB above the gradients; estimate 0.966 of
+    the peak): not modelled, as no one trains there. On CUDA cuDNN's workspace depends on the algorithm
+    it picks: not modelled either."""
     if ctx.device != "cpu":
         return 0
     if node.kind == "conv" and in_grad:
