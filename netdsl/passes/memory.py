@@ -337,9 +337,9 @@ def optimizer_temporaries(params: int, largest: int, optimizer: str, weight_deca
     one at a time, so a copy lives for one weight, the largest: SGD copies for the weight decay and again
     for Nesterov's look-ahead, Adam and AdamW hold sqrt(v) and its quotient (Adam one more copy for its
     weight decay; AdamW decays the weights in place). Measured in torch 2.14 with the profiler,
-    foreach and per-tensor alike, for every case here (tests/test_memory.py): the AlexNet of
-    torchvision at batch 4 has its peak in the optimizer step (+131.5 MiB, its fc6 weight, for SGD
-    with weight decay on the CPU; +220.5 MiB, every weight, with foreach)."""
+    foreach and per-tensor alike, for every case here (tests/test_memory.py, bench/RESULTS-memory.md):
+    with SGD and weight decay torchvision's AlexNet copies its fc6 weight (144 MiB) on the CPU, every
+    weight (233 MiB) with foreach, and at batch 4 that step is its peak."""
     sgd = optimizer in ("sgd", "momentum", "nesterov")
     if foreach:
         return 4 * params if (weight_decay if sgd else True) else 0

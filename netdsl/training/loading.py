@@ -92,8 +92,9 @@ class DeviceDecoder:
                 self.note = f"crops cut image by image: the one-launch crop kernel failed here ({first_line(err)})"
 
     def _probe_cut(self) -> None:
-        """The one-launch cut of a small gradient image (mirrored, downscaled), against the image-by-image
-        cut: a kernel that does not compile for this device, or cuts wrong, fails here, before training."""
+        """The one-launch cut of a small gradient image (a mirrored box resized to the view's size), against
+        the image-by-image cut: a kernel that does not compile for this device, or cuts wrong, fails here,
+        before training."""
         c = self.channels
         ramp = torch.arange(c * 24 * 32, device=self.device).reshape(c, 24, 32) % 251
         image, box = ramp.to(torch.uint8), (0, Box(2.0, 3.0, 20.0, 27.0, True), 0)

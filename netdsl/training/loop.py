@@ -184,14 +184,14 @@ class Trainer:
 
     # -- the run
     def run(self) -> int:
-        c, p = self.config, self.progress
+        c, p, decoder = self.config, self.progress, self.train_loader.decoder
         self.log.info(f"data: {self.data.name}")
         self.log.info(f"net: {self.net.graph.name}, {sum(t.numel() for t in self.model.parameters()):,} "
                       f"parameters on {', '.join(map(str, self.devices))}"
                       + (f" x {self.dist.world} processes" if self.dist.world > 1 else "")
                       + f"; {self.train_loader.loader.num_workers} loader worker(s) per process"
-                      + (f", JPEGs decoded on {self.train_loader.decoder.device}" if self.train_loader.decoder else "")
-                      + (f" ({self.train_loader.decoder.note})" if getattr(self.train_loader.decoder, "note", "") else "")
+                      + (f", JPEGs decoded on {decoder.device}" if decoder else "")
+                      + (f" ({decoder.note})" if decoder and decoder.note else "")
                       + (f", JPEGs decoded by the workers: {self.decode_note}" if self.decode_note else ""))
         if p.epoch >= c.epochs:
             self.log.info(f"the run has already trained {p.epoch} of {c.epochs} epochs; "
