@@ -88,8 +88,8 @@ def cpu_peak_rows(batches: tuple[int, ...]) -> tuple[list[str], list[str]]:
 def optimizer_rows() -> list[str]:
     """The optimizer step's copies for torchvision's AlexNet (batch 2: the step does not depend on it)."""
     net = netdsl.load(ROOT / NETS["AlexNet (torchvision)"])
-    params = sum(p.numel() for p in net.to_torch(seed=0).parameters())
-    largest = max(p.numel() for p in net.to_torch(seed=0).parameters())
+    sizes = [p.numel() for p in net.to_torch(seed=0).parameters()]
+    params, largest = sum(sizes), max(sizes)
     x, y = torch.randn(2, 3, 224, 224), torch.randint(0, 1000, (2,))
     rows = []
     for name, decay in OPTIMIZER_STEPS:

@@ -189,7 +189,7 @@ def check(spec: str, as_json: bool, emit_ir: str | None, batch: int | None, dtyp
     if batch:
         from netdsl.passes.memory import training_memory
         from netdsl.training import config
-        recipe, decay = config.memory_optimizer(config.resolve(net.graph.training).config)
+        recipe, decay = config.memory_optimizer(net.graph.training)
         memory = training_memory(net.graph, batch, dtype, optimizer or recipe, device, decay)
     if as_json:
         data = net.report.to_dict()

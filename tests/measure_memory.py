@@ -44,11 +44,12 @@ def measured_saved(model: torch.nn.Module, x: torch.Tensor) -> int:
     return sum(seen.values())
 
 
-def cpu_step_peak(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **sgd) -> int:
-    """Peak bytes of one training step (forward, cross-entropy, backward, SGD: momentum 0.9 unless `sgd`
-    says otherwise) on the CPU, measured as `netdsl profile` does (profile.cpu_peak_memory), the second
-    step: the momentum buffers exist from its start, as in every later step."""
-    opt = torch.optim.SGD(model.parameters(), **({"lr": 0.01, "momentum": 0.9} | sgd))
+def cpu_step_peak(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  opt: torch.optim.Optimizer | None = None) -> int:
+    """Peak bytes of one training step (forward, cross-entropy, backward, `opt`: SGD with momentum 0.9 if
+    none) on the CPU, measured as `netdsl profile` does (profile.cpu_peak_memory), the second step: the
+    optimizer state exists from its start, as in every later step."""
+    opt = opt or torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     step = Step(model, [x], [y], opt, torch.amp.GradScaler("cpu", enabled=False))
     step.train()
     step.update()
@@ -59,8 +60,9 @@ def optimizer_step_rise(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
                         foreach: bool) -> int:
     """Bytes an optimizer step allocates at its peak (its second: the state exists), measured alone."""
     opt = make_optimizer(model, name, decay, foreach)
-    for _ in range(2):
+    for measure in (False, True):
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
-        rise = allocation_rise(opt.step)
-    return rise
+        if measure:
+            return allocation_rise(opt.step)
+        opt.step()

@@ -15,7 +15,6 @@ from netdsl import layers
 from netdsl.passes.memory import SAVES, training_memory
 from conftest import ROOT, SPECS
 from measure_memory import OPTIMIZER_STEPS, cpu_step_peak, make_optimizer, measured_saved
-from netdsl.training.profile import Step, cpu_peak_memory
 from test_registry import USES
 
 ZOO = ROOT / "specs" / "zoo"
@@ -85,12 +84,8 @@ def test_the_optimizer_steps_copies_are_what_the_pass_says(optimizer, decay, for
     differ by more than the tolerance between every pair of rules."""
     net = netdsl.loads("input data: 3x16x16\nfc1: fc(512)\nfc2: fc(256)\nfc3: fc(10)\n")
     model = net.to_torch(seed=0, logits=True).train()
-    opt = make_optimizer(model, optimizer, decay, foreach)
-    step = Step(model, [torch.randn(2, 3, 16, 16)], [torch.randint(0, 10, (2,))], opt,
-                torch.amp.GradScaler("cpu", enabled=False))
-    step.train()
-    step.update()
-    peak = cpu_peak_memory(step)
+    peak = cpu_step_peak(model, torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,)),
+                         make_optimizer(model, optimizer, decay, foreach))
     # foreach: what CUDA runs by default, so the estimate "as on cuda" (the same saved tensors as the CPU's here)
     est = training_memory(net.graph, 2, "fp32", optimizer, "cuda" if foreach else "cpu", decay)
     assert abs(est.peak - peak) <= 0.02 * peak, f"estimate {est.peak:,} vs measured {peak:,} ({est.step_temporaries:,} copies)"

@@ -283,12 +283,12 @@ def training_memory(graph: Graph, batch: int, dtype: str = "fp32", optimizer: st
     x = sum(numel(n.shape) for n in nodes if n.kind == "input") * batch * 4
     # backward, last layer first: a saved tensor lives until its first saver (in forward order) is done.
     # The input batch saved as it is (by a first conv without autocast or padding) is `x` itself: counted once.
-    batch_saved = sum(b for k, b in size.items() if k[0] == "out" and graph.node(k[1]).kind == "input")
-    alive = activations + copies - batch_saved
+    batch_keys = {k for k in size if k[0] == "out" and graph.node(k[1]).kind == "input"}
+    alive = activations + copies - sum(size[k] for k in batch_keys)
     grads, peak = 0, weights + state + x + alive
     freed = [0] * len(nodes)  # bytes whose last use in backward is layer i (the first to save them)
     for k, (i, _) in first_saver.items():
-        if not (k[0] == "out" and graph.node(k[1]).kind == "input"):
+        if k not in batch_keys:
             freed[i] += size[k]
     for i in range(len(nodes) - 1, -1, -1):
         n = nodes[i]

@@ -91,9 +91,11 @@ _CHOICES = {"recipe": RECIPES, "schedule": SCHEDULES, "crop": CROPS, "normalize"
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 
-def memory_optimizer(config: Config) -> tuple[str, bool]:
-    """The optimizer as the training-memory pass names it (passes/memory.py: sgd, momentum, nesterov,
-    adamw) and whether it decays the weights: what its state and its step's copies take."""
+def memory_optimizer(train_block: Mapping[str, Any] | None) -> tuple[str, bool]:
+    """The optimizer a spec's train block trains with, as the training-memory pass names it
+    (passes/memory.py: sgd, momentum, nesterov, adamw), and whether it decays the weights: what its state
+    and its step's copies take."""
+    config = resolve(train_block).config
     if config.optimizer == "adamw":
         name = "adamw"
     else:

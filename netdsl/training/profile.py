@@ -373,8 +373,8 @@ def cpu_peak_memory(step: Step) -> int:
     """peak_memory on a CPU, which keeps no running count of its allocations: what was live before the
     step (the weights, buffers, optimizer state and the batch: their sizes) plus the allocations' largest
     rise during it (allocation_rise). Gradients are set to None first: the profiler cannot count the free
-    of a block allocated before it started. Checked against the estimate: within 1.1% for both
-    AlexNets, VGG-16 and ResNet-50 (bench/RESULTS-memory.md)."""
+    of a block allocated before it started. The estimate meets it within 1% for both AlexNets, VGG-16
+    and ResNet-50 in fp32 at batch 4, 64 and 256 (bench/RESULTS-memory.md)."""
     step.optimizer.zero_grad(set_to_none=True)
     state = [t for s in step.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
     live = [*step.model.parameters(), *step.model.buffers(), *state, *step.xs, *step.labels]
@@ -413,7 +413,7 @@ def memory_estimate(net: Net, batch: int, amp: str, device: torch.device) -> int
     """The static pass's peak for the step measured here (`netdsl check --batch` with the spec's
     optimizer, this precision, what PyTorch saves on this device type)."""
     from ..passes.memory import training_memory
-    optimizer, decay = training_config.memory_optimizer(training_config.resolve(net.graph.training).config)
+    optimizer, decay = training_config.memory_optimizer(net.graph.training)
     return training_memory(net.graph, batch, "fp32" if amp == "none" else amp, optimizer, device.type, decay).peak
 
 
